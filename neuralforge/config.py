@@ -1,0 +1,216 @@
+"""Typed schema of the configs in conf/, the checks types cannot express, and the
+resolved config with its fingerprint.
+
+Each YAML option in conf/ extends the schema registered here under ``<group>/schema_<name>``,
+so a misspelt key or a value of the wrong type fails at composition with Hydra's message.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from neuralforge.errors import ConfigError
+
+SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Keys that say where things are or what to keep, not what is computed: a run moved to
+# another data folder, or told to delete last.pt, is still the same run.
+NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
+
+
+@dataclass
+class AugmentConf:
+    shift: int = 0
+
+
+@dataclass
+class DataConf:
+    name: str = MISSING
+    root: str = "${oc.env:NEURALFORGE_DATA,./data}"
+    download: bool = True
+    val_size: int = 5000
+    mean: float = MISSING
+    std: float = MISSING
+    augment: AugmentConf = field(default_factory=AugmentConf)
+
+
+@dataclass
+class MLPConf:
+    _target_: str = "neuralforge.models.MLP"
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@dataclass
+class AdamConf:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    fused: bool = True
+
+
+@dataclass
+class AdamWConf(AdamConf):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class SGDConf:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    fused: bool = True
+
+
+@dataclass
+class ConstantConf:
+    _target_: str = "neuralforge.schedules.constant"
+    _partial_: bool = True
+
+
+@dataclass
+class CosineConf:
+    _target_: str = "neuralforge.schedules.cosine"
+    _partial_: bool = True
+    warmup: float = 0.0
+    final_lr_ratio: float = 0.0
+
+
+@dataclass
+class OneCycleConf:
+    _target_: str = "neuralforge.schedules.one_cycle"
+    _partial_: bool = True
+    max_lr: float = "${optimizer.lr}"  # type: ignore[assignment]
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
+@dataclass
+class TrainerConf:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    patience: Optional[int] = None
+    label_smoothing: float = 0.0
+    keep_last: bool = True
+    init_from: Optional[str] = None
+
+
+@dataclass
+class SeedsConf:
+    init: int = "${seed}"  # type: ignore[assignment]
+    order: int = "${seed}"  # type: ignore[assignment]
+    split: int = "${seed}"  # type: ignore[assignment]
+    augment: int = "${seed}"  # type: ignore[assignment]
+    dropout: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class Config:
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    seed: int = 0
+    seeds: SeedsConf = field(default_factory=SeedsConf)
+    n_seeds: int = 1
+    seeds_per_trial: Optional[int] = None
+    device: str = "auto"
+    threads: Optional[int] = None
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    for group, name, node in [
+        ("data", "schema", DataConf),
+        ("model", "schema_mlp", MLPConf),
+        ("optimizer", "schema_adam", AdamConf),
+        ("optimizer", "schema_adamw", AdamWConf),
+        ("optimizer", "schema_sgd", SGDConf),
+        ("scheduler", "schema_constant", ConstantConf),
+        ("scheduler", "schema_cosine", CosineConf),
+        ("scheduler", "schema_one_cycle", OneCycleConf),
+        ("trainer", "schema", TrainerConf),
+    ]:
+        cs.store(group=group, name=name, node=node)
+
+
+register()
+
+
+def validate(cfg: DictConfig) -> None:
+    """The checks Hydra's types cannot express. Each failure names the key to change."""
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    m, t, o = cfg.model, cfg.trainer, cfg.optimizer
+    widths = list(m.hidden) if OmegaConf.is_list(m.hidden) else [m.hidden]
+    need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
+    need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+    need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    need(t.batch_size > 0, f"trainer.batch_size must be positive, got {t.batch_size}")
+    need(t.eval_batch_size > 0, f"trainer.eval_batch_size must be positive, got {t.eval_batch_size}")
+    need(t.epochs > 0, f"trainer.epochs must be positive, got {t.epochs}")
+    need(t.patience is None or t.patience > 0, f"trainer.patience must be positive or null, got {t.patience}")
+    need(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    need(o.lr > 0, f"optimizer.lr must be positive, got {o.lr}")
+    need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    need(cfg.data.val_size >= 0, f"data.val_size must be >= 0, got {cfg.data.val_size}")
+    need(cfg.data.augment.shift >= 0, f"data.augment.shift must be >= 0, got {cfg.data.augment.shift}")
+    need(cfg.n_seeds > 0, f"n_seeds must be positive, got {cfg.n_seeds}")
+    need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
+    need(cfg.device in DEVICES or cfg.device.startswith("cuda:"),
+         f"device={cfg.device!r} is unknown: use one of {', '.join(DEVICES)}")
+    for source in SEED_SOURCES:
+        need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")
+
+
+def resolve(cfg: DictConfig, *, threads: int, device: str) -> dict[str, Any]:
+    """The fully resolved config as plain data, with the runtime choices filled in."""
+    spec = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert isinstance(spec, dict)
+    spec.pop("hydra", None)
+    spec["data"]["root"] = os.path.abspath(os.path.expanduser(spec["data"]["root"]))
+    spec["threads"] = threads
+    spec["device"] = device
+    return spec
+
+
+def fingerprint(spec: dict[str, Any]) -> str:
+    """A hash of everything that decides a run's numbers (the thread count included)."""
+    kept = copy.deepcopy(spec)
+    for dotted in NOT_FINGERPRINTED:
+        section, key = dotted.split(".")
+        kept.get(section, {}).pop(key, None)
+    blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def member_spec(spec: dict[str, Any], k: int) -> dict[str, Any]:
+    """Member k of a group is the run with every seed shifted by k."""
+    member = copy.deepcopy(spec)
+    member["seed"] = spec["seed"] + k
+    member["seeds"] = {source: spec["seeds"][source] + k for source in SEED_SOURCES}
+    return member

@@ -1,0 +1,323 @@
+"""The training loop. One call trains a group of K seeded members of one config together;
+a single run is the case K = 1.
+
+A run folder's life: the lock is taken; a complete run is reported, not retrained; a run
+with last.pt resumes from it after its fingerprint is checked; otherwise it starts fresh.
+Each epoch trains, evaluates validation and test, appends to the history, writes best.pt when
+validation accuracy improves, last.pt, and the records. Selection is on validation only
+(on test only when data.val_size=0, and the record says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from neuralforge import checkpoint, data, hardware, records
+from neuralforge.config import fingerprint, member_spec, resolve, validate
+from neuralforge.errors import CheckpointError, ConfigError, DivergedError, NeuralForgeError
+from neuralforge.records import COMPLETE, FAILED, RUNNING
+from neuralforge.seeding import group_generators
+
+log = logging.getLogger("neuralforge")
+
+# Targets that configs may name: instantiate() refuses anything else.
+EXECUTION_WHITELIST = ["neuralforge.models.*", "neuralforge.schedules.*", "torch.optim.*"]
+LAST, BEST = "last.pt", "best.pt"
+
+
+@dataclass
+class Member:
+    """What the loop tracks per member; saved in last.pt as plain data."""
+    status: str = RUNNING
+    best_score: float = -math.inf
+    best_epoch: int | None = None
+    since_best: int = 0
+    error: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def member_folders(run_dir: Path, spec: dict[str, Any]) -> list[Path]:
+    if spec["n_seeds"] == 1:
+        return [run_dir]
+    return [run_dir / f"seed={spec['seed'] + k}" for k in range(spec["n_seeds"])]
+
+
+def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = (), parallel_jobs: int = 1,
+          on_epoch_end: Callable[[int], None] | None = None) -> float:
+    """Train (or resume, or report) the run in `run_dir`; return the objective: validation
+    accuracy at the best epoch, averaged over the group's members."""
+    validate(cfg)
+    device = hardware.resolve_device(cfg.device)
+    threads = hardware.set_threads(cfg.threads or hardware.default_threads(parallel_jobs))
+    spec = resolve(cfg, threads=threads, device=str(device))
+    fp = fingerprint(spec)
+    run_dir = Path(run_dir)
+    with checkpoint.RunLock(run_dir):
+        return _Run(cfg, spec, fp, run_dir, device, list(overrides), on_epoch_end).go()
+
+
+class _Run:
+    def __init__(self, cfg, spec, fp, run_dir, device, overrides, on_epoch_end):
+        self.cfg, self.spec, self.fp, self.dir, self.device = cfg, spec, fp, run_dir, device
+        self.overrides, self.on_epoch_end = overrides, on_epoch_end
+        self.K = spec["n_seeds"]
+        self.folders = member_folders(run_dir, spec)
+        self.specs = [member_spec(spec, k) for k in range(self.K)]
+        self.selection = "val_acc" if spec["data"]["val_size"] > 0 else "test_acc"
+        self.t0 = time.time()
+        self.elapsed_before = 0.0
+        self.started = time.time()
+
+    # ----------------------------------------------------------------- entry
+    def go(self) -> float:
+        existing = [records.read_results(f) for f in self.folders]
+        for folder, rec in zip(self.folders, existing):
+            if rec is not None and rec.get("fingerprint") != self.fp:
+                raise ConfigError(
+                    f"{folder} holds a run of another config (fingerprint {rec.get('fingerprint')}, this command "
+                    f"gives {self.fp}). Refusing to mix them: choose another hydra.run.dir / hydra.sweep.dir.")
+        if all(rec is not None and rec["status"] == COMPLETE for rec in existing):
+            score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
+            log.info("Run already complete in %s (%s %.2f%%): not retraining", self.dir, self.selection, 100 * score)
+            return score
+
+        self.setup()
+        last = self.dir / LAST
+        if last.exists():
+            self.restore(checkpoint.load(last))
+            log.info("Resuming from epoch %d", self.epoch + 1)
+        else:
+            log.info("No checkpoint found, starting from scratch")
+        try:
+            self.loop()
+        except NeuralForgeError:
+            raise
+        except Exception as err:
+            for m in self.members:
+                if m.status == RUNNING:
+                    m.status, m.error = FAILED, f"{type(err).__name__}: {err}"
+            self.write_records()
+            raise
+        return self.finish()
+
+    # ----------------------------------------------------------------- build
+    def setup(self) -> None:
+        cfg, spec, K = self.cfg, self.spec, self.K
+        d = spec["data"]
+        self.data = data.load(d["name"], d["root"], d["mean"], d["std"], self.device, d["download"])
+        self.gens = group_generators([s["seeds"] for s in self.specs], self.device)
+        n = len(self.data.train_y)
+        splits = [data.split(n, d["val_size"], g) for g in self.gens["split"]]
+        self.train_idx = torch.stack([s[0] for s in splits]).to(self.device)
+        self.val_idx = torch.stack([s[1] for s in splits]).to(self.device)
+
+        self.model = instantiate(cfg.model, _convert_="all", in_shape=tuple(self.data.train_x.shape[1:]),
+                                 num_classes=self.data.num_classes, members=K)
+        self.model.reset_parameters(self.gens["init"])
+        self.model.to(self.device)
+        if spec["trainer"]["init_from"]:
+            checkpoint.load_weights(self.model, Path(spec["trainer"]["init_from"]))
+        self.n_params = sum(p[0].numel() for p in self.model.parameters())
+
+        t = spec["trainer"]
+        self.steps = math.ceil(self.train_idx.shape[1] / t["batch_size"])
+        self.optimizer = instantiate(cfg.optimizer, _convert_="all")(self.model.parameters())
+        self.scheduler = instantiate(cfg.scheduler, _convert_="all")(self.optimizer,
+                                                                      total_steps=t["epochs"] * self.steps)
+        self.members = [Member() for _ in range(K)]
+        self.best_predictions = torch.zeros(K, len(self.data.test_y), dtype=torch.uint8)
+        self.epoch = 0
+        self.provenance = records.provenance(str(self.device), hardware.device_name(self.device),
+                                             spec["threads"], self.data.checksums)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fp, "config": self.spec, "epoch": self.epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {src: [g.get_state() for g in self.gens[src]] for src in ("order", "augment", "dropout")},
+            "members": [asdict(m) for m in self.members],
+            "best_predictions": self.best_predictions,
+            "elapsed": self.elapsed_before + time.time() - self.t0, "started": self.started,
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        last = self.dir / LAST
+        if ckpt.get("fingerprint") != self.fp:
+            raise CheckpointError(f"{last} belongs to another config (fingerprint {ckpt.get('fingerprint')}, this "
+                                  f"command gives {self.fp}). Refusing to resume: use another output folder.")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            for src, states in ckpt["rng"].items():
+                for g, s in zip(self.gens[src], states, strict=True):
+                    g.set_state(s)
+            self.members = [Member(**m) for m in ckpt["members"]]
+            self.best_predictions = ckpt["best_predictions"]
+            self.epoch, self.elapsed_before, self.started = ckpt["epoch"], ckpt["elapsed"], ckpt["started"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{last} does not match this run ({type(err).__name__}: {err}). "
+                                  f"Delete it to start again, or use another output folder.") from None
+
+    # ----------------------------------------------------------------- loop
+    def loop(self) -> None:
+        t = self.spec["trainer"]
+        epochs = t["epochs"]
+        while self.epoch < epochs and any(m.status == RUNNING for m in self.members):
+            tick = time.time()
+            train_loss, train_acc = self.train_epoch()
+            val = self.evaluate(self.data.train_x, self.data.train_y, self.val_idx) if self.val_idx.shape[1] else None
+            test_loss, test_acc, test_pred = self.evaluate(self.data.test_x, self.data.test_y)
+            self.epoch += 1
+            seconds = time.time() - tick
+            lr = self.scheduler.get_last_lr()[0]
+            for k, m in enumerate(self.members):
+                if m.status != RUNNING:
+                    continue
+                row = {"epoch": self.epoch, "train_loss": float(train_loss[k]), "train_acc": float(train_acc[k]),
+                       "val_loss": float(val[0][k]) if val else math.nan,
+                       "val_acc": float(val[1][k]) if val else math.nan,
+                       "test_loss": float(test_loss[k]), "test_acc": float(test_acc[k]),
+                       "lr": float(lr), "seconds": seconds}
+                m.history.append(row)
+                self.judge(k, m, row, test_pred[k])
+            self.save_checkpoint()
+            self.write_records()
+            self.report(seconds)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self.epoch)
+
+    def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        t, d = self.spec["trainer"], self.spec["data"]
+        B, K, shift = t["batch_size"], self.K, d["augment"]["shift"]
+        X, Y = self.data.train_x, self.data.train_y
+        perms = torch.stack([torch.randperm(self.train_idx.shape[1], generator=g) for g in self.gens["order"]])
+        order = torch.gather(self.train_idx, 1, perms.to(self.device))
+        loss_sum = torch.zeros(K, device=self.device)
+        correct = torch.zeros(K, device=self.device)
+        self.model.train()
+        bar = tqdm(range(self.steps), desc=f"epoch {self.epoch + 1}", leave=False, disable=not sys.stderr.isatty())
+        for s in bar:
+            idx = order[:, s * B:(s + 1) * B]
+            x, y = X[idx], Y[idx]
+            if shift:
+                x = data.random_shift(x, shift, self.gens["augment"], self.data.background)
+            logits = self.model(x, self.gens["dropout"])
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
+                                     label_smoothing=t["label_smoothing"]).view(K, -1).mean(1)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # members share no parameters: each gets its own gradient
+            self.optimizer.step()
+            self.scheduler.step()
+            with torch.no_grad():
+                loss_sum += losses * idx.shape[1]
+                correct += (logits.argmax(-1) == y).sum(1)
+        n = self.train_idx.shape[1]
+        return (loss_sum / n).cpu(), (correct / n).cpu()
+
+    @torch.no_grad()
+    def evaluate(self, X, Y, idx=None):
+        """Loss, accuracy and predicted labels per member, on idx (K, n) or on all of X shared."""
+        self.model.eval()
+        eb = self.spec["trainer"]["eval_batch_size"]
+        n = idx.shape[1] if idx is not None else len(Y)
+        loss_sum = torch.zeros(self.K, device=self.device)
+        preds = []
+        for i in range(0, n, eb):
+            if idx is None:
+                x, y = X[i:i + eb], Y[i:i + eb].expand(self.K, -1)
+            else:
+                x, y = X[idx[:, i:i + eb]], Y[idx[:, i:i + eb]]
+            logits = self.model(x)
+            loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.K, -1).sum(1)
+            preds.append(logits.argmax(-1))
+        pred = torch.cat(preds, 1)
+        y_all = Y[idx] if idx is not None else Y.expand(self.K, -1)
+        acc = (pred == y_all).float().mean(1)
+        return (loss_sum / n).cpu(), acc.cpu(), pred.to(torch.uint8).cpu()
+
+    def judge(self, k: int, m: Member, row: dict[str, float], test_pred: torch.Tensor) -> None:
+        t = self.spec["trainer"]
+        if not math.isfinite(row["train_loss"]):
+            m.status = FAILED
+            m.error = (f"training diverged: train loss is {row['train_loss']} in epoch {row['epoch']} "
+                       f"(lower optimizer.lr?)")
+            return
+        if row[self.selection] > m.best_score:
+            m.best_score, m.best_epoch, m.since_best = row[self.selection], row["epoch"], 0
+            self.best_predictions[k] = test_pred
+            checkpoint.save({"model": checkpoint.member_state(self.model, k), "config": self.specs[k],
+                             "fingerprint": self.fp, "epoch": row["epoch"], self.selection: row[self.selection]},
+                            self.folders[k] / BEST)
+        else:
+            m.since_best += 1
+        if row["epoch"] >= t["epochs"] or (t["patience"] and m.since_best >= t["patience"]):
+            m.status = COMPLETE
+
+    def save_checkpoint(self) -> None:
+        checkpoint.save(self.state(), self.dir / LAST)
+
+    # ----------------------------------------------------------------- records
+    def write_records(self) -> None:
+        now = time.time()
+        wall = self.elapsed_before + now - self.t0
+        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
+            if m.status == COMPLETE:
+                records.write_predictions(folder, self.best_predictions[k].numpy())
+            records.write_history(folder, m.history)
+            records.write_json(folder / records.RESULTS, {
+                "schema_version": records.SCHEMA_VERSION,
+                "status": m.status,
+                "error": m.error,
+                "metrics": records.metrics(m.history, m.best_epoch, self.selection),
+                "seed": self.specs[k]["seed"],
+                "seeds": self.specs[k]["seeds"],
+                "config": self.specs[k],
+                "fingerprint": self.fp,
+                "overrides": self.overrides,
+                "group": {"size": self.K, "member": k, "folder": str(self.dir.resolve())},
+                "n_params": self.n_params,
+                "timing": {"started": self.started, "heartbeat": now, "wall_seconds": wall,
+                           "seconds_per_epoch": float(np.mean([r["seconds"] for r in m.history]))
+                           if m.history else None},
+                "provenance": self.provenance,
+            })
+
+    def report(self, seconds: float) -> None:
+        h = [m.history[-1] for m in self.members if m.history and m.history[-1]["epoch"] == self.epoch]
+        if not h:
+            return
+        epochs = self.spec["trainer"]["epochs"]
+        if self.K == 1:
+            r = h[0]
+            log.info("epoch %d/%d | train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | test acc %.2f%% | "
+                     "lr %.2e | %.1f s", r["epoch"], epochs, r["train_loss"], 100 * r["train_acc"], r["val_loss"],
+                     100 * r["val_acc"], 100 * r["test_acc"], r["lr"], seconds)
+        else:
+            val = np.array([r["val_acc"] for r in h]) * 100
+            test = np.array([r["test_acc"] for r in h]) * 100
+            log.info("epoch %d/%d | %d members | val acc mean %.2f%% [%.2f, %.2f] | test acc mean %.2f%% | %.1f s",
+                     self.epoch, epochs, len(h), val.mean(), val.min(), val.max(), test.mean(), seconds)
+
+    def finish(self) -> float:
+        if not self.spec["trainer"]["keep_last"] and all(m.status != RUNNING for m in self.members):
+            (self.dir / LAST).unlink(missing_ok=True)
+        failed = [(f, m.error) for f, m in zip(self.folders, self.members) if m.status == FAILED]
+        if failed:
+            where = "; ".join(f"{f.name}: {e}" for f, e in failed) if self.K > 1 else failed[0][1]
+            raise DivergedError(f"{len(failed)} of {self.K} failed: {where}" if self.K > 1 else where)
+        return float(np.mean([m.best_score for m in self.members]))

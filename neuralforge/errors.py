@@ -1,0 +1,27 @@
+"""Errors a user can fix. The entry point prints them as one line, without a traceback."""
+
+from hydra.errors import CompactHydraException
+
+
+class NeuralForgeError(CompactHydraException):
+    """A problem with the user's input or files; the message says what to change."""
+
+
+class ConfigError(NeuralForgeError):
+    pass
+
+
+class DataError(NeuralForgeError):
+    pass
+
+
+class CheckpointError(NeuralForgeError):
+    pass
+
+
+class LockedError(NeuralForgeError):
+    pass
+
+
+class DivergedError(NeuralForgeError):
+    pass

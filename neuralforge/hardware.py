@@ -1,0 +1,61 @@
+"""Which device and how many threads a run uses, and what they are called."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from neuralforge.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was asked for but this machine has no CUDA GPU: use device=cpu or device=auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps was asked for but MPS is not available here: use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_threads(parallel_jobs: int | None = 1) -> int:
+    """All cores, shared evenly among the jobs that run at once on this machine.
+
+    `parallel_jobs` follows joblib's n_jobs: -1 means one job per core, -2 all but one, ...
+    """
+    cores = available_cores()
+    jobs = parallel_jobs or 1
+    if jobs < 0:
+        jobs = max(1, cores + 1 + jobs)
+    return max(1, cores // jobs)
+
+
+def set_threads(threads: int) -> int:
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,89 @@
+"""The files a run leaves for analysis: results.json, history.csv and predictions.npy.
+
+This schema is the contract between the trainer and `analysis`; neither imports the other.
+Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuralforge.checkpoint import atomic_write
+
+SCHEMA_VERSION = 1
+RESULTS, HISTORY, PREDICTIONS = "results.json", "history.csv", "predictions.npy"
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                   "test_loss", "test_acc", "lr", "seconds")
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()))
+
+
+def read_results(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / RESULTS
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_history(folder: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: repr(row[c]) if isinstance(row[c], float) else row[c] for c in HISTORY_COLUMNS}
+                     for row in rows)
+    atomic_write(Path(folder) / HISTORY, lambda f: f.write(buf.getvalue().encode()))
+
+
+def write_predictions(folder: Path, labels: np.ndarray) -> None:
+    atomic_write(Path(folder) / PREDICTIONS, lambda f: np.save(f, labels.astype(np.uint8)))
+
+
+def metrics(history: list[dict[str, float]], best_epoch: int | None, selection: str) -> dict[str, Any]:
+    """The selected epoch's row (chosen on `selection`), plus what selection hides."""
+    out: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history), "selection": selection}
+    best = next((r for r in history if r["epoch"] == best_epoch), None)
+    for key in ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss"):
+        out[key] = best[key] if best else None
+    out["last_test_acc"] = history[-1]["test_acc"] if history else None
+    out["max_test_acc"] = max(r["test_acc"] for r in history) if history else None
+    return out
+
+
+def _git(*args: str) -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(device: str, device_name: str, threads: int, checksums: dict[str, str]) -> dict[str, Any]:
+    import hydra
+    import torch
+    import torchvision
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "hydra": hydra.__version__, "numpy": np.__version__,
+        "git_commit": commit, "git_dirty": None if status is None else bool(status),
+        "device": device, "device_name": device_name, "threads": threads,
+        "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv,
+        "dataset_sha256": checksums,
+    }

@@ -1,0 +1,42 @@
+"""Learning-rate schedules, all stepped once per batch and built as ``f(optimizer, total_steps)``.
+
+The engine knows only the total step count; each factory turns it into its torch scheduler.
+"""
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+
+def constant(optimizer: Optimizer, total_steps: int) -> LRScheduler:
+    return LambdaLR(optimizer, _Constant())
+
+
+def cosine(optimizer: Optimizer, total_steps: int, warmup: float = 0.0, final_lr_ratio: float = 0.0) -> LRScheduler:
+    return LambdaLR(optimizer, _Cosine(total_steps, round(warmup * total_steps), final_lr_ratio))
+
+
+def one_cycle(optimizer: Optimizer, total_steps: int, max_lr: float, pct_start: float = 0.25,
+              div_factor: float = 25.0, final_div_factor: float = 1e4) -> LRScheduler:
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
+                      div_factor=div_factor, final_div_factor=final_div_factor,
+                      cycle_momentum=False)
+
+
+# Callable objects rather than lambdas: LambdaLR saves their __dict__ in its state_dict,
+# which keeps checkpoints loadable with weights_only=True.
+class _Constant:
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+class _Cosine:
+    def __init__(self, total: int, warmup: int, final: float):
+        self.total, self.warmup, self.final = total, warmup, final
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))

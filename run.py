@@ -1,0 +1,32 @@
+"""The one entry point: `python run.py [overrides]`, or `python run.py -m [sweep overrides]`."""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from neuralforge.engine import EXECUTION_WHITELIST, train
+from neuralforge.errors import NeuralForgeError
+
+
+def _one_line_errors(kind, err, tb):
+    # Hydra reports a failed job through sys.excepthook: the harness's own errors say what
+    # to change in one line; anything else keeps its traceback.
+    if isinstance(err, NeuralForgeError):
+        print(f"error: {err}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, err, tb)
+
+
+@hydra.main(config_path="conf", config_name="config", execution_whitelist=EXECUTION_WHITELIST)
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    # joblib runs n_jobs jobs at once on this machine; they share its cores
+    return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task),
+                 parallel_jobs=hc.launcher.get("n_jobs", 1))
+
+
+if __name__ == "__main__":
+    sys.excepthook = _one_line_errors
+    main()
