@@ -124,7 +124,7 @@ class _Run:
         self.train_idx = torch.stack([s[0] for s in splits]).to(self.device)
         self.val_idx = torch.stack([s[1] for s in splits]).to(self.device)
 
-        self.model = instantiate(cfg.model, _convert_="all", in_shape=tuple(self.data.train_x.shape[1:]),
+        self.model = instantiate(cfg.model, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST, in_shape=tuple(self.data.train_x.shape[1:]),
                                  num_classes=self.data.num_classes, members=K)
         self.model.reset_parameters(self.gens["init"])
         self.model.to(self.device)
@@ -134,8 +134,8 @@ class _Run:
 
         t = spec["trainer"]
         self.steps = math.ceil(self.train_idx.shape[1] / t["batch_size"])
-        self.optimizer = instantiate(cfg.optimizer, _convert_="all")(self.model.parameters())
-        self.scheduler = instantiate(cfg.scheduler, _convert_="all")(self.optimizer,
+        self.optimizer = instantiate(cfg.optimizer, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST)(self.model.parameters())
+        self.scheduler = instantiate(cfg.scheduler, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST)(self.optimizer,
                                                                       total_steps=t["epochs"] * self.steps)
         self.members = [Member() for _ in range(K)]
         self.best_predictions = torch.zeros(K, len(self.data.test_y), dtype=torch.uint8)
