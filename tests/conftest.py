@@ -6,6 +6,7 @@ epochs, far from trivially separable by one pixel.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from hydra import compose, initialize_config_dir
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 N_TRAIN, N_TEST = 600, 200
+# Read before any test runs: each test then unsets the variable (see _no_real_data).
+REAL_DATA = os.environ.get("NEURALFORGE_DATA")
 
 
 def make_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,327 @@
+"""The core: configs, the model, training, checkpoints, resume and the results record."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from neuralforge import checkpoint, data, records
+from neuralforge.config import fingerprint
+from neuralforge.engine import LAST, train
+from neuralforge.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
+                                NeuralForgeError)
+from neuralforge.models import MLP
+
+from conftest import CONF, REAL_DATA, write_dataset, write_idx
+
+
+class Interrupted(BaseException):
+    """Stands in for a kill: like KeyboardInterrupt, the engine does not record it as a failure."""
+
+
+def interrupt_after(epoch):
+    def hook(e):
+        if e == epoch:
+            raise Interrupted
+    return hook
+
+
+def history(folder):
+    return pd.read_csv(folder / records.HISTORY)
+
+
+# ---------------------------------------------------------------- configs
+def test_default_config_is_the_notebook_recipe(idx_root):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=CONF):
+        cfg = compose("config")
+    assert list(cfg.model.hidden) == [128, 64] and cfg.model.activation == "relu"
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
+    assert cfg.trainer.batch_size == 64 and cfg.trainer.epochs == 10
+    assert cfg.data.name == "mnist" and cfg.data.val_size == 5000
+    assert all(cfg.seeds[s] == cfg.seed == 0 for s in ("init", "order", "split", "augment", "dropout"))
+
+
+def test_seed_moves_every_source_and_a_source_override_moves_one(make_cfg):
+    cfg = make_cfg("seed=3")
+    assert dict(cfg.seeds) == {s: 3 for s in ("init", "order", "split", "augment", "dropout")}
+    cfg = make_cfg("seed=3", "seeds.init=7")
+    assert cfg.seeds.init == 7 and cfg.seeds.order == 3
+
+
+def test_groups_compose(make_cfg):
+    cfg = make_cfg("optimizer=sgd", "optimizer.lr=0.05", "scheduler=one_cycle", "data=fashion_mnist",
+                   "model.hidden=[256,128,64]", "trainer.batch_size=128")
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.momentum == 0.9
+    assert cfg.scheduler.max_lr == 0.05  # follows optimizer.lr
+    assert cfg.data.name == "fashion_mnist" and list(cfg.model.hidden) == [256, 128, 64]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.hiden=[1]", "hiden"),
+    ("model.hidden=abc", "hidden"),
+    ("model.hidden=[1.5]", "hidden"),
+    ("trainer.batch_size=many", "batch_size"),
+    ("optimizer=rmsprop", "optimizer/rmsprop"),
+])
+def test_typos_and_wrong_types_fail_at_composition(make_cfg, override, message):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        make_cfg(override)
+    assert message in str(err.value) + str(err.value.__cause__)
+
+
+def test_fingerprint_covers_threads_but_not_where_data_lives(make_cfg):
+    from neuralforge.config import resolve
+    cfg = make_cfg()
+    base = fingerprint(resolve(cfg, threads=1, device="cpu"))
+    assert fingerprint(resolve(cfg, threads=2, device="cpu")) != base
+    assert fingerprint(resolve(make_cfg("seed=1"), threads=1, device="cpu")) != base
+    assert fingerprint(resolve(make_cfg("data.root=/elsewhere"), threads=1, device="cpu")) == base
+
+
+# ---------------------------------------------------------------- model
+@pytest.mark.parametrize("hidden", [[], [16], [32, 16], [64, 32, 16, 8]])
+def test_mlp_shapes_and_parameter_count(hidden):
+    model = MLP(hidden, members=3)
+    model.reset_parameters([torch.Generator().manual_seed(k) for k in range(3)])
+    logits = model(torch.randn(3, 5, 1, 28, 28))
+    assert logits.shape == (3, 5, 10)
+    assert model(torch.randn(7, 1, 28, 28)).shape == (3, 7, 10)  # one batch shared by all members
+    sizes = [784, *hidden, 10]
+    assert sum(p[0].numel() for p in model.parameters()) == sum(i * o + o for i, o in zip(sizes, sizes[1:]))
+
+
+def test_mlp_init_is_nn_linear_bounds_and_per_member():
+    model = MLP([64], members=2)
+    model.reset_parameters([torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+    w = model.weights[0]
+    assert w.abs().max() <= 1 / math.sqrt(784) and w.abs().max() > 0.9 / math.sqrt(784)
+    assert not torch.equal(w[0], w[1])
+    again = MLP([64], members=1)
+    again.reset_parameters([torch.Generator().manual_seed(1)])
+    assert torch.equal(again.weights[0][0], w[1])
+
+
+# ---------------------------------------------------------------- training
+def test_training_beats_chance_and_writes_every_file(make_cfg, tmp_path):
+    score = train(make_cfg("trainer.epochs=5"), tmp_path, overrides=["trainer.epochs=5"])
+    rec = records.read_results(tmp_path)
+    m = rec["metrics"]
+    assert rec["status"] == "complete" and rec["schema_version"] == records.SCHEMA_VERSION
+    assert score == m["val_acc"] and m["selection"] == "val_acc"
+    assert m["test_acc"] > 0.5  # chance is 0.1
+    assert m["epochs_run"] == 5 and 1 <= m["best_epoch"] <= 5
+    assert rec["overrides"] == ["trainer.epochs=5"]
+    assert rec["config"]["threads"] == 1 and rec["provenance"]["threads"] == 1
+    assert set(rec["provenance"]["dataset_sha256"]) == set(data.FILES.values())
+    assert rec["n_params"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    h = history(tmp_path)
+    assert list(h.columns) == list(records.HISTORY_COLUMNS) and len(h) == 5
+    assert h.val_acc.max() == m["val_acc"] and h.test_acc[h.epoch == m["best_epoch"]].item() == m["test_acc"]
+    preds = np.load(tmp_path / records.PREDICTIONS)
+    assert preds.dtype == np.uint8 and preds.shape == (200,)
+    labels = np.frombuffer((records.Path(rec["config"]["data"]["root"]) / "MNIST/raw/t10k-labels-idx1-ubyte")
+                           .read_bytes()[8:], dtype=np.uint8)
+    assert (preds == labels).mean() == pytest.approx(m["test_acc"])
+    for f in ("best.pt", LAST):
+        assert (tmp_path / f).exists()
+    assert not (tmp_path / checkpoint.LOCK).exists()
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog):
+    overrides = ("trainer.epochs=4", "model.dropout=0.2", "data.augment.shift=2", "scheduler=one_cycle")
+    train(make_cfg(*overrides), tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        train(make_cfg(*overrides), tmp_path / "killed", on_epoch_end=interrupt_after(2))
+    assert records.read_results(tmp_path / "killed")["status"] == "running"
+    with caplog.at_level("INFO"):
+        train(make_cfg(*overrides), tmp_path / "killed")
+    assert "Resuming from epoch 3" in caplog.text
+    a, b = records.read_results(tmp_path / "straight"), records.read_results(tmp_path / "killed")
+    assert a["metrics"] == b["metrics"] and a["fingerprint"] == b["fingerprint"]
+    pd.testing.assert_frame_equal(history(tmp_path / "straight").drop(columns="seconds"),
+                                  history(tmp_path / "killed").drop(columns="seconds"), check_exact=True)
+    assert np.array_equal(np.load(tmp_path / "straight/predictions.npy"), np.load(tmp_path / "killed/predictions.npy"))
+
+
+def test_complete_run_is_not_retrained(make_cfg, tmp_path, caplog):
+    first = train(make_cfg(), tmp_path)
+    stamp = (tmp_path / LAST).stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        assert train(make_cfg(), tmp_path) == first
+    assert "already complete" in caplog.text and (tmp_path / LAST).stat().st_mtime_ns == stamp
+
+
+def test_keep_last_false_deletes_last_checkpoint(make_cfg, tmp_path):
+    train(make_cfg("trainer.keep_last=false"), tmp_path)
+    assert not (tmp_path / LAST).exists() and (tmp_path / "best.pt").exists()
+    assert records.read_results(tmp_path)["status"] == "complete"
+
+
+def test_early_stopping_after_patience(make_cfg, tmp_path):
+    # lr so small that validation accuracy stalls at once
+    train(make_cfg("trainer.epochs=8", "trainer.patience=1", "optimizer.lr=1e-9"), tmp_path)
+    m = records.read_results(tmp_path)["metrics"]
+    assert m["epochs_run"] < 8 and m["epochs_run"] == m["best_epoch"] + 1
+
+
+def test_val_size_zero_selects_on_test_and_says_so(make_cfg, tmp_path):
+    score = train(make_cfg("data.val_size=0"), tmp_path)
+    m = records.read_results(tmp_path)["metrics"]
+    assert m["selection"] == "test_acc" and score == m["test_acc"] and m["val_acc"] is not None
+    assert history(tmp_path).val_acc.isna().all()
+
+
+def test_init_from_starts_from_saved_weights(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path / "first")
+    best = checkpoint.load(tmp_path / "first/best.pt")
+    hooked = {}
+
+    def grab(epoch):
+        hooked["epoch"] = epoch
+    train(make_cfg(f"trainer.init_from={tmp_path / 'first/best.pt'}", "optimizer.lr=1e-12", "trainer.epochs=1"),
+          tmp_path / "second", on_epoch_end=grab)
+    second = checkpoint.load(tmp_path / "second/last.pt")["model"]
+    for name, t in best["model"].items():
+        torch.testing.assert_close(second[name], t, rtol=0, atol=1e-6)
+
+
+def test_diverging_run_is_recorded_failed_and_raises(make_cfg, tmp_path):
+    with pytest.raises(DivergedError, match="diverged"):
+        train(make_cfg("optimizer=sgd", "optimizer.lr=1e12"), tmp_path)
+    rec = records.read_results(tmp_path)
+    assert rec["status"] == "failed" and "diverged" in rec["error"]
+
+
+def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
+    x = torch.arange(2 * 3 * 784, dtype=torch.float32).view(2, 3, 1, 28, 28)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]  # noqa: E731
+    a, b = data.random_shift(x, 2, gens(), fill=-1.0), data.random_shift(x, 2, gens(), fill=-1.0)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, data.random_shift(x, 2, [torch.Generator().manual_seed(9)] * 2, fill=-1.0))
+    moved = 0
+    for k in range(2):
+        for i in range(3):
+            src, out = x[k, i, 0], a[k, i, 0]
+            kept = out != -1
+            # every kept pixel comes from (r - dy, c - dx) with one (dy, dx) per image, |dy|, |dx| <= 2
+            r, c = torch.nonzero(kept, as_tuple=True)
+            flat = out[kept].long() - int(src[0, 0])
+            dy, dx = r - flat // 28, c - flat % 28
+            assert dy.unique().numel() == 1 and dx.unique().numel() == 1
+            assert abs(int(dy[0])) <= 2 and abs(int(dx[0])) <= 2
+            moved += int(dy[0] != 0 or dx[0] != 0)
+    assert moved > 0
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("override, message", [
+    ("model.hidden=[0]", "widths must be positive"),
+    ("model.hidden=[64,-3]", "widths must be positive"),
+    ("trainer.batch_size=0", "batch_size must be positive"),
+    ("optimizer.lr=-0.1", "lr must be positive"),
+    ("model.dropout=1.0", "dropout"),
+    ("device=cuda", "no CUDA GPU"),
+])
+def test_bad_values_get_one_line_errors(make_cfg, tmp_path, override, message):
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(NeuralForgeError, match=message) as err:
+        train(make_cfg(override), tmp_path)
+    assert "\n" not in str(err.value)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_missing_dataset_names_files_and_override(make_cfg, tmp_path):
+    with pytest.raises(DataError) as err:
+        train(make_cfg(f"data.root={tmp_path / 'nothing'}"), tmp_path / "run")
+    assert "train-images-idx3-ubyte" in str(err.value) and "data.root=" in str(err.value)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "bytes"),
+    (lambda p: p.write_bytes(b"\x00\x00\x08\x04" + p.read_bytes()[4:]), "magic"),
+    (lambda p: p.write_bytes(b"\x00"), "too short"),
+])
+def test_corrupt_dataset_file_gets_a_clear_error(make_cfg, tmp_path, damage, message):
+    root = write_dataset(tmp_path / "data")
+    damage(root / "MNIST/raw/train-images-idx3-ubyte")
+    with pytest.raises(DataError, match=message):
+        train(make_cfg(f"data.root={root}"), tmp_path / "run")
+
+
+def test_label_out_of_range_is_corrupt(make_cfg, tmp_path):
+    root = write_dataset(tmp_path / "data")
+    write_idx(root / "MNIST/raw/t10k-labels-idx1-ubyte", np.full(200, 12, dtype=np.uint8))
+    with pytest.raises(DataError, match="label 12"):
+        train(make_cfg(f"data.root={root}"), tmp_path / "run")
+
+
+def test_truncated_checkpoint_is_refused_and_kept(make_cfg, tmp_path):
+    with pytest.raises(Interrupted):
+        train(make_cfg(), tmp_path, on_epoch_end=interrupt_after(1))
+    last = tmp_path / LAST
+    last.write_bytes(last.read_bytes()[:1000])
+    torn = last.read_bytes()
+    with pytest.raises(CheckpointError, match="unreadable"):
+        train(make_cfg(), tmp_path)
+    assert last.read_bytes() == torn
+
+
+def test_checkpoint_with_pickled_code_is_refused(make_cfg, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+    torch.save({"fingerprint": "x", "payload": Evil()}, tmp_path / LAST)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        checkpoint.load(tmp_path / LAST)
+    with pytest.raises(CheckpointError, match="refused"):
+        train(make_cfg(), tmp_path)
+
+
+def test_checkpoint_of_another_config_is_refused(make_cfg, tmp_path):
+    with pytest.raises(Interrupted):
+        train(make_cfg("seed=1"), tmp_path, on_epoch_end=interrupt_after(1))
+    before = (tmp_path / records.RESULTS).read_bytes()
+    with pytest.raises(ConfigError, match="another config"):
+        train(make_cfg("seed=2"), tmp_path)
+    assert (tmp_path / records.RESULTS).read_bytes() == before
+
+
+def test_foreign_checkpoint_is_refused(make_cfg, tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / LAST)
+    with pytest.raises(CheckpointError, match="another config"):
+        train(make_cfg(), tmp_path)
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(make_cfg, tmp_path):
+    lock = tmp_path / checkpoint.LOCK
+    tmp_path.mkdir(exist_ok=True)
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(LockedError, match="in use"):
+        train(make_cfg(), tmp_path)
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+    train(make_cfg(), tmp_path)
+    assert records.read_results(tmp_path)["status"] == "complete" and not lock.exists()
+
+
+# ---------------------------------------------------------------- real data
+@pytest.mark.skipif(not REAL_DATA, reason="NEURALFORGE_DATA is not set: no real MNIST to train on")
+def test_one_epoch_on_real_mnist_reaches_95_percent(make_cfg, tmp_path):
+    cfg = make_cfg(f"data.root={REAL_DATA}", "model.hidden=[128,64]", "data.val_size=5000", "trainer.epochs=1",
+                   "threads=null", "trainer.eval_batch_size=1000")
+    train(cfg, tmp_path)
+    assert records.read_results(tmp_path)["metrics"]["test_acc"] >= 0.95
