@@ -6,6 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from neuralforge import sweeps
 from neuralforge.engine import EXECUTION_WHITELIST, train
 from neuralforge.errors import NeuralForgeError
 
@@ -30,3 +31,6 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     sys.excepthook = _one_line_errors
     main()
+    if sweeps.incomplete:
+        print(f"error: {sweeps.incomplete[-1]}", file=sys.stderr)
+        sys.exit(1)

@@ -34,7 +34,9 @@ from neuralforge.seeding import group_generators
 log = logging.getLogger("neuralforge")
 
 # Targets that configs may name: instantiate() refuses anything else.
-EXECUTION_WHITELIST = ["neuralforge.models.*", "neuralforge.schedules.*", "torch.optim.*"]
+EXECUTION_WHITELIST = [
+    "neuralforge.models.*", "neuralforge.schedules.*", "neuralforge.sweeps.*", "torch.optim.*", "optuna.samplers.*",
+]
 LAST, BEST = "last.pt", "best.pt"
 
 
@@ -91,7 +93,7 @@ class _Run:
                     f"gives {self.fp}). Refusing to mix them: choose another hydra.run.dir / hydra.sweep.dir.")
         if all(rec is not None and rec["status"] == COMPLETE for rec in existing):
             score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
-            log.info("Run already complete in %s (%s %.2f%%): not retraining", self.dir, self.selection, 100 * score)
+            log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
             return score
 
         self.setup()

@@ -158,7 +158,7 @@ def test_complete_run_is_not_retrained(make_cfg, tmp_path, caplog):
     stamp = (tmp_path / LAST).stat().st_mtime_ns
     with caplog.at_level("INFO"):
         assert train(make_cfg(), tmp_path) == first
-    assert "already complete" in caplog.text and (tmp_path / LAST).stat().st_mtime_ns == stamp
+    assert "Skipped: run already complete" in caplog.text and (tmp_path / LAST).stat().st_mtime_ns == stamp
 
 
 def test_keep_last_false_deletes_last_checkpoint(make_cfg, tmp_path):

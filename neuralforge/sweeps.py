@@ -1,0 +1,121 @@
+"""What a sweep folder promises and what it holds: the manifest of expected jobs, the state of
+each run in it, and the summary printed when a multirun ends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from omegaconf import DictConfig, OmegaConf
+
+from neuralforge import records
+
+log = logging.getLogger("neuralforge.sweep")
+
+MANIFEST = "manifest.json"
+STALE_AFTER_S = 1800  # a heartbeat this old from another host means its process is gone
+STATES = ("complete", "failed", "stale", "running", "missing")
+
+
+# Hydra turns a callback's exception into a warning, so the outcome of the last sweep is
+# handed to run.py, which sets the exit code.
+incomplete: list[str] = []
+
+
+def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
+    """The jobs Hydra's basic sweeper will launch, with the folder each one writes into."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+    # Resolve the sweep's own subdir pattern as Hydra will for each job, on an untyped copy
+    # (Hydra's own config is read-only).
+    cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    jobs = []
+    for job_overrides in BasicSweeper.split_arguments(parsed, None)[0]:
+        cfg.hydra.overrides.task = job_overrides
+        jobs.append({"overrides": job_overrides, "folder": str(OmegaConf.select(cfg, "hydra.sweep.subdir"))})
+    return jobs
+
+
+def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """Add `jobs` to the sweep's manifest. A relaunch that widens a sweep adds its new jobs;
+    one that reruns a subset forgets nothing."""
+    path = sweep_dir / MANIFEST
+    old = json.loads(path.read_text()) if path.exists() else {}
+    by_folder = {j["folder"]: j for j in old.get("jobs", [])}
+    by_folder.update({j["folder"]: j for j in jobs})
+    manifest = {**old, **extra, "updated": time.time(), "jobs": sorted(by_folder.values(), key=lambda j: j["folder"])}
+    records.write_json(path, manifest)
+    return manifest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(rec: dict[str, Any], now: float | None = None) -> str:
+    """complete | failed | running (its process lives) | stale (a running record whose process is gone)."""
+    if rec["status"] != records.RUNNING:
+        return rec["status"]
+    prov, heartbeat = rec.get("provenance", {}), rec.get("timing", {}).get("heartbeat", 0)
+    if prov.get("host") == socket.gethostname():
+        return "running" if _alive(int(prov.get("pid", -1))) else "stale"
+    return "stale" if (now or time.time()) - heartbeat > STALE_AFTER_S else "running"
+
+
+def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
+    """Every run in the sweep folder by state, plus the manifest's jobs that left no record."""
+    sweep_dir = Path(sweep_dir)
+    found: dict[str, list[Path]] = {s: [] for s in STATES}
+    for path in sorted(sweep_dir.rglob(records.RESULTS)):
+        found[run_state(json.loads(path.read_text()))].append(path.parent)
+    manifest = sweep_dir / MANIFEST
+    if manifest.exists():
+        for job in json.loads(manifest.read_text())["jobs"]:
+            folder = sweep_dir / job["folder"]
+            if not any(folder.rglob(records.RESULTS)):
+                found["missing"].append(folder)
+    return found
+
+
+def summary_line(states: dict[str, list[Path]]) -> str:
+    counts = Counter({s: len(v) for s, v in states.items()})
+    return ", ".join(f"{counts[s]} {s}" for s in STATES)
+
+
+class SweepCallback(Callback):
+    """Writes the manifest when a basic-sweeper multirun starts; prints what became of every
+    job when it ends, and notes in `incomplete` a grid sweep that left any job unfinished."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
+            return  # the Optuna sweeper writes its own manifest, one trial at a time
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = expected_jobs(config)
+        write_manifest(sweep_dir, jobs, kind="grid")
+        log.info("Sweep of %d jobs into %s", len(jobs), sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        states = job_states(sweep_dir)
+        log.info("Sweep %s: %s", sweep_dir, summary_line(states))
+        for state in ("failed", "stale", "missing"):
+            for folder in states[state]:
+                log.info("  %s: %s", state, folder)
+        grid = config.hydra.sweeper._target_.endswith("BasicSweeper")
+        if grid and any(states[s] for s in ("failed", "stale", "running", "missing")):
+            incomplete.append(f"sweep {sweep_dir} did not complete: {summary_line(states)}")
