@@ -134,6 +134,7 @@ class Config:
     seeds: SeedsConf = field(default_factory=SeedsConf)
     n_seeds: int = 1
     seeds_per_trial: Optional[int] = None
+    trial: Optional[int] = None  # set by the Optuna sweeper: the trial this run is
     device: str = "auto"
     threads: Optional[int] = None
 
@@ -179,6 +180,8 @@ def validate(cfg: DictConfig) -> None:
     need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
     need(cfg.data.val_size >= 0, f"data.val_size must be >= 0, got {cfg.data.val_size}")
     need(cfg.data.augment.shift >= 0, f"data.augment.shift must be >= 0, got {cfg.data.augment.shift}")
+    need(cfg.trial is None or cfg.data.val_size > 0,
+         "a search needs a validation set to choose on: data.val_size=0 would select on the test set")
     need(cfg.n_seeds > 0, f"n_seeds must be positive, got {cfg.n_seeds}")
     need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"),

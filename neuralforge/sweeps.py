@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
+from neuralforge.checkpoint import process_alive
 
 log = logging.getLogger("neuralforge.sweep")
 
@@ -57,23 +57,13 @@ def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], **extra: Any) ->
     return manifest
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_state(rec: dict[str, Any], now: float | None = None) -> str:
     """complete | failed | running (its process lives) | stale (a running record whose process is gone)."""
     if rec["status"] != records.RUNNING:
         return rec["status"]
     prov, heartbeat = rec.get("provenance", {}), rec.get("timing", {}).get("heartbeat", 0)
     if prov.get("host") == socket.gethostname():
-        return "running" if _alive(int(prov.get("pid", -1))) else "stale"
+        return "running" if process_alive(int(prov.get("pid", -1))) else "stale"
     return "stale" if (now or time.time()) - heartbeat > STALE_AFTER_S else "running"
 
 

@@ -1,0 +1,192 @@
+"""Hydra's Optuna sweeper, made resumable and safe to share: `hydra/sweeper=nf_optuna`.
+
+What it changes in the stock OptunaSweeper (hydra-optuna-sweeper 1.4.0rc3):
+- trial folders are named by trial number (trial_0007), never by a per-launch job counter;
+- `n_trials` is the study's total: a relaunch runs only the trials still missing;
+- the sampler is reseeded from its seed and the number of trials already in the study, so a
+  relaunch does not replay the first launch's proposals;
+- RUNNING trials whose process is gone are marked failed (and replaced);
+- the storage folder is created first; `journal:<path>` builds Optuna's journal file storage;
+- the job is told its trial (the `trial` key), and the per-seed values from its results.json
+  are copied into the trial's user attributes before `tell`;
+- a failed or NaN trial is told FAIL and the search goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from neuralforge import records, sweeps
+from neuralforge.checkpoint import process_alive
+
+log = logging.getLogger(__name__)
+
+SAMPLER_WHITELIST = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
+
+
+@dataclass
+class NFOptunaSweeperConf(OptunaSweeperConf):
+    _target_: str = "hydra_plugins.neuralforge_optuna.sweeper.NFOptunaSweeper"
+    direction: Any = "maximize"
+    storage: Any = "sqlite:///${hydra.sweep.dir}/optuna.db"
+    study_name: str | None = "neuralforge"
+    n_jobs: int = 1
+    max_failure_rate: float = 1.0  # kept for the stock schema; one bad trial never ends the search here
+    stale_after_s: float = 1800.0
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="nf_optuna", node=NFOptunaSweeperConf,
+                             provider="neuralforge")
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage from a URL; `journal:<path>` is a journal file (safe for many
+    processes on one machine or a shared file system)."""
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:").removeprefix("//"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # a generous lock timeout: two processes on one sqlite file wait for each other
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return url
+
+
+class NFOptunaSweeper(OptunaSweeper):
+    def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: str | None, n_trials: int,
+                 n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
+                 params: DictConfig | None, stale_after_s: float = 1800.0) -> None:
+        self.sweeper = ResumableSweeperImpl(
+            instantiate(sampler, _execution_whitelist_=SAMPLER_WHITELIST), direction, storage, study_name,
+            n_trials, n_jobs, max_failure_rate, custom_search_space, params,
+            sampler_config=sampler, stale_after_s=stale_after_s)
+
+
+class ResumableSweeperImpl(OptunaSweeperImpl):
+    def __init__(self, *args: Any, sampler_config: DictConfig, stale_after_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampler_config, self.stale_after_s = sampler_config, stale_after_s
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def sweep(self, arguments: list[str]) -> None:
+        assert self.config is not None and self.launcher is not None
+        if self.config.data.val_size == 0:
+            raise HydraException("A search needs a validation set to choose on: data.val_size=0 would select on "
+                                 "the test set. Set data.val_size > 0.")
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._process_searchspace_config()
+        space, fixed, fixed_overrides = create_params_from_overrides(self._parse_sweeper_params_config() + arguments)
+        for name in fixed:
+            space.pop(name, None)
+
+        study = optuna.create_study(study_name=self.study_name, storage=open_storage(str(self.storage)),
+                                    sampler=self.sampler, direction=self._get_directions()[0], load_if_exists=True)
+        self.fail_stale(study, sweep_dir)
+        study.sampler = self.reseeded(len(study.trials))
+        log.info("Study %s in %s: %d trials so far, %d asked for", study.study_name, self.storage,
+                 len(study.trials), self.n_trials)
+
+        while (to_go := self.n_trials - self.counted(study)) > 0:
+            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
+            overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
+            jobs = []
+            for trial, job in zip(trials, overrides):
+                folder = f"trial_{trial.number:04d}"
+                job = (*job, f"trial={trial.number}", f"hydra.sweep.subdir={folder}")
+                for key, value in {**self.me, "folder": folder, "overrides": list(job)}.items():
+                    trial.set_user_attr(f"nf_{key}", value)
+                jobs.append(job)
+            self.write_manifest(study, sweep_dir)
+            returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+            for trial, ret in zip(trials, returns):
+                self.tell(study, trial, ret, sweep_dir / trial.user_attrs["nf_folder"])
+
+        self.write_manifest(study, sweep_dir)
+        self.report(study, sweep_dir)
+
+    def reseeded(self, n_existing: int) -> Any:
+        """The configured sampler, its seed moved on by the trials already in the study."""
+        seed = self.sampler_config.get("seed")
+        if seed is None or self.sampler_config.get("_partial_"):
+            return self.sampler
+        return instantiate(self.sampler_config, seed=seed + n_existing, _execution_whitelist_=SAMPLER_WHITELIST)
+
+    def counted(self, study: optuna.Study) -> int:
+        """Trials that count toward n_trials: all but those failed because their process died."""
+        return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED) if not t.user_attrs.get("nf_stale"))
+
+    def fail_stale(self, study: optuna.Study, sweep_dir: Path) -> None:
+        now = time.time()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            host, pid = t.user_attrs.get("nf_host"), t.user_attrs.get("nf_pid", -1)
+            if host == self.me["host"]:
+                stale = not process_alive(int(pid))
+            else:
+                runs = [json.loads(p.read_text())
+                        for p in (sweep_dir / t.user_attrs.get("nf_folder", "")).rglob(records.RESULTS)]
+                started = t.datetime_start.timestamp() if t.datetime_start else now
+                stale = (all(sweeps.run_state(r, now) == "stale" for r in runs) if runs
+                         else now - started > self.stale_after_s)
+            if stale:
+                log.warning("Trial %d was left RUNNING by a process that is gone: marking it failed", t.number)
+                trial = optuna.trial.Trial(study, t._trial_id)
+                trial.set_user_attr("nf_stale", True)
+                study.tell(trial, state=TrialState.FAIL)
+
+    def tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> None:
+        runs = sorted((json.loads(p.read_text()) for p in folder.rglob(records.RESULTS)), key=lambda r: r["seed"])
+        complete = [r for r in runs if r["status"] == records.COMPLETE]
+        trial.set_user_attr("seeds", [r["seed"] for r in complete])
+        for key in ("val_acc", "test_acc"):
+            trial.set_user_attr(f"{key}_per_seed", [r["metrics"][key] for r in complete])
+        try:
+            value = float(ret.return_value)  # re-raises the job's exception
+            if not math.isfinite(value):
+                raise ValueError(f"objective is {value}")
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("Trial %d failed (%s); the search goes on", trial.number, err)
+            return
+        study.tell(trial, value)
+
+    def write_manifest(self, study: optuna.Study, sweep_dir: Path) -> None:
+        jobs = [{"trial": t.number, "overrides": t.user_attrs["nf_overrides"], "folder": t.user_attrs["nf_folder"]}
+                for t in study.get_trials(deepcopy=False) if "nf_folder" in t.user_attrs]
+        sweeps.write_manifest(sweep_dir, jobs, kind="optuna", study_name=study.study_name,
+                              storage=str(self.storage), n_trials=self.n_trials)
+
+    def report(self, study: optuna.Study, sweep_dir: Path) -> None:
+        states = [t.state for t in study.trials]
+        log.info("Study %s: %d complete, %d failed, %d running", study.study_name,
+                 states.count(TrialState.COMPLETE), states.count(TrialState.FAIL), states.count(TrialState.RUNNING))
+        if states.count(TrialState.COMPLETE) == 0:
+            return
+        best = study.best_trial
+        log.info("Best trial %d: value %.6f, params %s", best.number, best.value, best.params)
+        OmegaConf.save(OmegaConf.create({"name": "optuna", "study_name": study.study_name,
+                                         "best_trial": best.number, "best_params": best.params,
+                                         "best_value": best.value}),
+                       sweep_dir / "optimization_results.yaml")
