@@ -1,0 +1,66 @@
+"""What a run leaves beside results.json, read only when an analysis needs it: the learning
+curve (history.csv), the predicted test labels (predictions.npy) and the true test labels
+(the dataset's own IDX file, found through the run's config).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisError
+
+HISTORY, PREDICTIONS = "history.csv", "predictions.npy"
+# data.name -> the torchvision class whose folder holds the raw files
+DATASET_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+LABEL_MAGIC = 2049
+
+
+def histories(runs: pd.DataFrame) -> pd.DataFrame:
+    """The learning curves of `runs`, stacked, with the run's folder as a column."""
+    frames = [pd.read_csv(Path(folder) / HISTORY).assign(folder=folder) for folder in runs["folder"]
+              if (Path(folder) / HISTORY).exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def predictions(runs: pd.DataFrame) -> tuple[list[str], np.ndarray | None]:
+    """The runs that have predictions, and those predictions as a (runs, test examples) array."""
+    folders, preds = [], []
+    for folder in runs["folder"]:
+        path = Path(folder) / PREDICTIONS
+        if path.exists():
+            folders.append(folder)
+            preds.append(np.load(path))
+    if not preds:
+        return [], None
+    if len({p.shape for p in preds}) > 1:
+        raise AnalysisError(f"predictions of different lengths in {', '.join(folders)}: not one test set")
+    return folders, np.stack(preds)
+
+
+def test_labels(folder: str | Path) -> np.ndarray:
+    """The true test labels of the run in `folder`, from the files it was evaluated on."""
+    data = json.loads((Path(folder) / "results.json").read_text())["config"]["data"]
+    if data["name"] not in DATASET_FOLDERS:
+        raise AnalysisError(f"{folder}: no test labels known for data.name={data['name']!r}")
+    return _read_labels(str(Path(data["root"]) / DATASET_FOLDERS[data["name"]] / "raw" / TEST_LABELS))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_labels(path: str) -> np.ndarray:
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as err:
+        raise AnalysisError(f"test labels not readable at {path} ({err.strerror}): "
+                            f"analyses that need them are skipped") from None
+    magic, n = int.from_bytes(blob[:4], "big"), int.from_bytes(blob[4:8], "big")
+    labels = np.frombuffer(blob, dtype=np.uint8, offset=8)
+    if magic != LABEL_MAGIC or len(labels) != n:
+        raise AnalysisError(f"{path} is not an IDX label file (magic {magic}, {len(labels)} labels for {n})")
+    labels.flags.writeable = False  # shared through the cache
+    return labels

@@ -1,0 +1,191 @@
+"""Run folders -> one DataFrame row per run, read from results.json alone.
+
+Histories, predictions and test labels are read later, only by the analyses that need them
+(artifacts.py): collecting a thousand runs must stay under two seconds, and a CSV parse per
+run would take most of that.
+
+Rows keep every run, whatever its status, so that problems() can list what is not there;
+the analyses use complete() and never see a failed, stale, running or missing run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.errors import AnalysisError, NoCompleteRuns
+
+RESULTS, MANIFEST = "results.json", "manifest.json"
+COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
+STALE = "stale"  # recorded as running, but nobody is writing it any more
+MISSING = "missing"  # listed in the sweep's manifest, never wrote results.json
+UNREADABLE = "unreadable"
+STALE_AFTER_S = 30 * 60
+
+# The record's spellings, in the record's order; metrics the trainer adds later follow them.
+METRICS = ("best_epoch", "epochs_run", "selection", "val_acc", "val_loss", "test_acc", "test_loss",
+           "train_acc", "train_loss", "last_test_acc", "max_test_acc")
+RUN_COLUMNS = ("status", *METRICS, "wall_seconds", "seconds_per_epoch", "n_params", "error", "overrides", "folder")
+
+
+def is_seed_key(key: str) -> bool:
+    return key == "seed" or key.startswith("seeds.")
+
+
+def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: float | None = None) -> pd.DataFrame:
+    """One row per run found below `paths` (recursively), one column per config key that
+    varies across them (dotted: ``model.hidden``, ``optimizer.lr``), the seed keys, and the
+    record's metrics, status, timing and folder.
+
+    ``df.attrs``: ``config_keys`` (the config columns), ``constants`` (config keys that do not
+    vary, with their value) and ``roots``.
+    """
+    roots = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    if not roots:
+        raise AnalysisError("no folder given")
+    for root in roots:
+        if not root.is_dir():
+            raise AnalysisError(f"{root}: no such folder")
+    found: dict[str, str] = {}  # real path -> path as walked, so overlapping roots count a run once
+    manifests: list[str] = []
+    for root in roots:
+        _walk(str(root), found, manifests)
+
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    rows, configs = [], []
+    for path in found.values():
+        row, config = _read(path, host, now)
+        rows.append(row)
+        configs.append(config)
+    seen = {row["folder"] for row in rows}
+    for manifest in manifests:
+        for folder, overrides in _expected(manifest):
+            if folder not in seen and not any(os.path.dirname(f) == folder for f in seen):
+                rows.append({"status": MISSING, "overrides": overrides, "folder": folder})
+                configs.append({})
+
+    cfg = pd.DataFrame(configs)
+    varying = [k for k in cfg.columns if is_seed_key(k) or cfg[k].nunique(dropna=False) > 1]
+    varying.sort(key=is_seed_key)  # what was swept first, then the seeds
+    with_config = cfg.notna().any(axis=1)
+    constants = {k: cfg.loc[with_config, k].iloc[0] for k in cfg.columns if k not in varying and with_config.any()}
+    runs = pd.DataFrame(rows)
+    extra = [c for c in runs.columns if c not in RUN_COLUMNS]  # metrics newer than this module
+    runs = runs.reindex(columns=[*RUN_COLUMNS[:-3], *extra, *RUN_COLUMNS[-3:]])
+    df = pd.concat([cfg[varying], runs], axis=1)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: _natural(df["folder"].iat[i]))].reset_index(drop=True)
+    df.attrs = {"config_keys": varying, "constants": constants, "roots": [str(r) for r in roots]}
+    return df
+
+
+def complete(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs statistics are computed on."""
+    done = df[df["status"] == COMPLETE]
+    if done.empty:
+        where = ", ".join(df.attrs.get("roots", [])) or "these runs"
+        others = describe_problems(df)
+        raise NoCompleteRuns(f"no complete runs in {where}" + (f" ({others})" if others else ""))
+    return done
+
+
+def problems(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that are not in any statistic, with why: failed, stale, running, missing, unreadable."""
+    return df.loc[df["status"] != COMPLETE, ["status", "error", "overrides", "folder"]]
+
+
+def describe_problems(df: pd.DataFrame) -> str:
+    """'2 failed, 1 missing', or '' when every run is complete."""
+    counts = df.loc[df["status"] != COMPLETE, "status"].value_counts()
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _walk(folder: str, found: dict[str, str], manifests: list[str]) -> None:
+    # os.scandir answers is_dir from the directory entry itself: no stat per file
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith("."):  # .hydra, .git, ...
+                _walk(entry.path, found, manifests)
+        elif entry.name == RESULTS:
+            found.setdefault(os.path.realpath(entry.path), entry.path)
+        elif entry.name == MANIFEST:
+            manifests.append(entry.path)
+
+
+def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    folder = os.path.normpath(os.path.dirname(path))
+    try:
+        with open(path, "rb") as f:
+            rec = json.loads(f.read())
+    except (OSError, ValueError) as err:
+        return {"status": UNREADABLE, "error": f"{type(err).__name__}: {err}", "folder": folder}, {}
+    metrics = rec.get("metrics") or {}
+    timing = rec.get("timing") or {}
+    row = {"status": _status(rec, host, now), **metrics,
+           "wall_seconds": timing.get("wall_seconds"), "seconds_per_epoch": timing.get("seconds_per_epoch"),
+           "n_params": rec.get("n_params"), "error": rec.get("error"),
+           "overrides": " ".join(rec.get("overrides") or []), "folder": folder}
+    return row, dict(_flatten(rec.get("config") or {}))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, list):
+            yield f"{prefix}{key}", str(value)  # "[128, 64]": hashable, groups and sorts like the override
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _status(rec: dict[str, Any], host: str, now: float) -> str:
+    status = rec.get("status")
+    if status != RUNNING:
+        return status
+    heartbeat = (rec.get("timing") or {}).get("heartbeat")
+    prov = rec.get("provenance") or {}
+    if heartbeat is None or now - heartbeat > STALE_AFTER_S:
+        return STALE
+    if prov.get("host") == host and not _alive(prov.get("pid")):
+        return STALE
+    return RUNNING
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or os.name == "nt":  # os.kill(pid, 0) terminates the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, owned by someone else
+        return True
+    return True
+
+
+def _expected(manifest: str) -> list[tuple[str, str]]:
+    try:
+        with open(manifest, "rb") as f:
+            jobs = json.loads(f.read())["jobs"]
+        base = os.path.dirname(manifest)
+        return [(os.path.normpath(os.path.join(base, job["folder"])), " ".join(job.get("overrides", []))) for job in jobs]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise AnalysisError(f"{manifest} is unreadable ({type(err).__name__}: {err}): "
+                            f"fix or delete it to analyse the runs without it") from None
+
+
+def _natural(text: str) -> list[Any]:
+    # seed=2 before seed=10
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

@@ -1,0 +1,143 @@
+"""Sweeps through real `python run.py -m` processes: Hydra's folders, launchers, exit codes, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from neuralforge import records, sweeps
+
+from conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(idx_root, *args, check=True, timeout=240):
+    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, *args]
+    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def results(sweep_dir):
+    return {p.parent: json.loads(p.read_text()) for p in sorted(Path(sweep_dir).rglob(records.RESULTS))}
+
+
+def folder_of(sweep_dir, override):
+    """The job folder the manifest names for the job with this override."""
+    jobs = json.loads((Path(sweep_dir) / sweeps.MANIFEST).read_text())["jobs"]
+    return Path(sweep_dir) / next(j["folder"] for j in jobs if override in j["overrides"])
+
+
+def test_cli_bad_input_is_one_line_and_non_zero(idx_root, tmp_path):
+    out = run(idx_root, "model.hidden=[0]", f"hydra.run.dir={tmp_path}", check=False)
+    assert out.returncode != 0
+    assert "error: model widths must be positive" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_seed_sweep_gives_one_complete_record_per_seed(idx_root, tmp_path):
+    out = run(idx_root, "-m", "seed=0,1,2", f"hydra.sweep.dir={tmp_path}")
+    recs = results(tmp_path)
+    assert len(recs) == 3 and all(r["status"] == "complete" for r in recs.values())
+    assert {folder_of(tmp_path, f"seed={s}"): s for s in range(3)} == {f: r["seed"] for f, r in recs.items()}
+    assert len({r["metrics"]["val_acc"] for r in recs.values()}) > 1
+    assert "3 complete, 0 failed, 0 stale, 0 running, 0 missing" in out.stdout + out.stderr
+
+
+def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
+    out = run(idx_root, "-m", "optimizer=sgd", "optimizer.lr=0.05,1e12", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
+              check=False)
+    assert out.returncode != 0
+    states = sorted((r["config"]["optimizer"]["lr"], r["seed"], r["status"]) for r in results(tmp_path).values())
+    assert states == [(0.05, 0, "complete"), (0.05, 1, "complete"), (1e12, 0, "failed"), (1e12, 1, "failed")]
+    assert "2 complete, 2 failed" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_and_cluster_launchers_run_a_sweep(idx_root, tmp_path, launcher):
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
+    run(idx_root, "-m", "seed=0,1", f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={tmp_path}")
+    recs = results(tmp_path)
+    assert sorted(r["seed"] for r in recs.values()) == [0, 1]
+    assert all(r["status"] == "complete" for r in recs.values())
+
+
+def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
+    args = ["-m", "seed=0,1,2", "trainer.epochs=4"]
+    run(idx_root, *args, f"hydra.sweep.dir={tmp_path / 'clean'}")
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, *args, f"hydra.sweep.dir={killed}"]
+    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            (killed / sweeps.MANIFEST).exists() and (folder_of(killed, "seed=1") / "last.pt").exists()):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    states = sweeps.job_states(killed)
+    assert states["complete"] == [folder_of(killed, "seed=0")]
+    assert folder_of(killed, "seed=1") in states["stale"] + states["complete"]
+    assert folder_of(killed, "seed=2") in states["missing"]
+
+    out = run(idx_root, *args, f"hydra.sweep.dir={killed}")
+    log = out.stdout + out.stderr
+    assert "Skipped: run already complete" in log
+    clean = {f.name: r for f, r in results(tmp_path / "clean").items()}
+    again = {f.name: r for f, r in results(killed).items()}
+    assert sorted(clean) == sorted(again) and len(again) == 3
+    for name in clean:
+        assert again[name]["status"] == "complete"
+        assert again[name]["metrics"] == clean[name]["metrics"]
+
+
+def test_optuna_search_resumes_its_study(idx_root, tmp_path):
+    args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=2", "trainer.epochs=1",
+            "model.hidden=[32,16]",  # fixed on the command line: taken out of the search space
+            f"hydra.sweep.dir={tmp_path}"]
+    run(idx_root, *args, "hydra.sweeper.n_trials=4")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.load_study(study_name="mlp_optuna", storage=storage)
+    first = {t.number: t.params for t in study.trials}
+    assert len(first) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    t0 = study.trials[0]
+    assert t0.user_attrs["seeds"] == [0, 1] and len(t0.user_attrs["val_acc_per_seed"]) == 2
+    assert t0.value == pytest.approx(sum(t0.user_attrs["val_acc_per_seed"]) / 2)
+    stamp = (tmp_path / "trial_0000/seed=0/results.json").stat().st_mtime_ns
+
+    run(idx_root, *args, "hydra.sweeper.n_trials=6")
+    study = optuna.load_study(study_name="mlp_optuna", storage=storage)
+    assert len(study.trials) == 6 and {t.number: t.params for t in study.trials[:4]} == first
+    later = [t.params for t in study.trials[4:]]
+    assert all(p not in first.values() for p in later)  # the reseeded sampler does not replay
+    assert (tmp_path / "trial_0000/seed=0/results.json").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.glob("trial_*")) == [f"trial_{i:04d}" for i in range(6)]
+    rec = records.read_results(tmp_path / "trial_0005/seed=1")
+    assert rec["config"]["trial"] == 5 and rec["config"]["n_seeds"] == 2
+
+
+def test_optuna_marks_a_killed_trial_failed_and_replaces_it(idx_root, tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    (tmp_path).mkdir(exist_ok=True)
+    study = optuna.create_study(study_name="mlp_optuna", storage=storage, direction="maximize")
+    ghost = study.ask()  # a trial whose sweeper process is gone
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ghost.set_user_attr("nf_host", os.uname().nodename)
+    ghost.set_user_attr("nf_pid", int(dead.stdout))
+    run(idx_root, "-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1",
+        "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}")
+    study = optuna.load_study(study_name="mlp_optuna", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"] and study.trials[0].user_attrs["nf_stale"]
