@@ -73,11 +73,11 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
                 rows.append({"status": MISSING, "overrides": overrides, "folder": folder})
                 configs.append({})
 
-    cfg = pd.DataFrame(configs)
-    varying = [k for k in cfg.columns if is_seed_key(k) or cfg[k].nunique(dropna=False) > 1]
+    cfg = pd.DataFrame(configs, index=range(len(rows)))
+    known = cfg[cfg.notna().any(axis=1)]  # missing and unreadable runs have no config to vary
+    varying = [k for k in cfg.columns if is_seed_key(k) or known[k].nunique(dropna=False) > 1]
     varying.sort(key=is_seed_key)  # what was swept first, then the seeds
-    with_config = cfg.notna().any(axis=1)
-    constants = {k: cfg.loc[with_config, k].iloc[0] for k in cfg.columns if k not in varying and with_config.any()}
+    constants = {k: known[k].iloc[0] for k in cfg.columns if k not in varying}
     runs = pd.DataFrame(rows)
     extra = [c for c in runs.columns if c not in RUN_COLUMNS]  # metrics newer than this module
     runs = runs.reindex(columns=[*RUN_COLUMNS[:-3], *extra, *RUN_COLUMNS[-3:]])

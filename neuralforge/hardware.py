@@ -43,8 +43,12 @@ def default_threads(parallel_jobs: int | None = 1) -> int:
     return max(1, cores // jobs)
 
 
-def set_threads(threads: int) -> int:
+def configure_cpu(threads: int) -> int:
+    """Set the intra-op thread count; return the count torch actually uses."""
     torch.set_num_threads(threads)
+    # Adam's second moments decay into denormal floats, which x86 computes with slowly:
+    # flushing them to zero made the optimizer step 3x faster here.
+    torch.set_flush_denormal(True)
     return torch.get_num_threads()
 
 

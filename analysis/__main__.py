@@ -1,0 +1,144 @@
+"""python -m analysis {summary,compare,variance,stability,problems,report} FOLDER... [options]
+
+Tables print as markdown (accuracies in %, rounded); --csv writes the full-precision table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # the report's Optuna figures go through pyplot; no display is needed
+
+import pandas as pd  # noqa: E402
+
+from analysis import tables  # noqa: E402
+from analysis.collect import collect, complete, describe_problems, problems  # noqa: E402
+from analysis.errors import AnalysisError  # noqa: E402
+from analysis.markdown import markdown  # noqa: E402
+from analysis.report import report  # noqa: E402
+from analysis.variance import variance  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        df = collect(args.folders)
+        if args.command != "problems":
+            complete(df)
+            _warn(df, args.folders)
+        return args.run(df, args)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis", description="Statistics of a sweep's runs.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run, text: str, by: str | None = "+", metric: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument("folders", nargs="+", metavar="FOLDER", help="sweep or run folders, searched recursively")
+        if metric:
+            c.add_argument("--metric", default="test_acc",
+                           help="a metric of results.json (default test_acc: test accuracy at the best-validation epoch)")
+        if by:
+            c.add_argument("--by", nargs=by, metavar="KEY",
+                           help="config key(s) that define a config (default: every swept key but the seeds)"
+                           if by == "+" else "compare the values of this key, other swept keys held equal")
+        c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+        c.set_defaults(run=run)
+        return c
+
+    for name, run, help_, by, metric in [
+        ("summary", _summary, "per config: n, mean, std, CIs, min, max; noise floor of test accuracy", "+", True),
+        ("compare", _compare, "pairwise comparisons: difference, CIs, p-values, P(a > b), verdict", "?", True),
+        ("variance", _variance, "variance by seed source (e.g. init vs data order)", "+", True),
+        ("stability", _stability, "agreement of runs' test predictions: churn, kappa, ensemble", "+", False),
+        ("problems", _problems, "runs left out: failed, stale, running, missing", None, False),
+    ]:
+        c = command(name, run, help_, by, metric)
+        if name != "problems":
+            c.add_argument("--csv", metavar="FILE", help="also write the table, at full precision, to FILE")
+    r = command("report", _report, "markdown + CSV tables + PNG figures in one folder", "?", True)
+    r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
+    r.add_argument("--study", help="the Optuna study to plot, when the storage holds several")
+    return p
+
+
+def _summary(df: pd.DataFrame, args) -> int:
+    table = tables.summarize(df, args.metric, by=args.by, seed=args.seed)
+    _show(f"{args.metric} per config", table, args.csv)
+    try:
+        floor = tables.noise_floor(df, by=args.by)
+    except AnalysisError as err:
+        print(f"\nnoise floor not computed: {err}")
+    else:
+        if len(floor):
+            _show("noise floor of test accuracy (std vs. test-set sampling noise)", floor)
+    return 0
+
+
+def _compare(df: pd.DataFrame, args) -> int:
+    _show(f"{args.metric}: a vs b" + (f" along {args.by}" if args.by else ""),
+          tables.compare(df, by=args.by, metric=args.metric, seed=args.seed), args.csv)
+    return 0
+
+
+def _variance(df: pd.DataFrame, args) -> int:
+    table = variance(df, args.metric, by=args.by)
+    if table.empty:
+        print("\n".join(table.attrs["notes"]), file=sys.stderr)
+        return 1
+    _show(f"variance of {args.metric} by source", table, args.csv)
+    for note in table.attrs["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _stability(df: pd.DataFrame, args) -> int:
+    table = tables.stability(df, by=args.by)
+    if table.empty:
+        raise AnalysisError("no complete run left predictions.npy")
+    _show("agreement of test predictions within each config", table, args.csv)
+    return 0
+
+
+def _problems(df: pd.DataFrame, args) -> int:
+    listed = problems(df)
+    if listed.empty:
+        print(f"all {len(df)} runs complete")
+    else:
+        print(markdown(listed))
+    return 0
+
+
+def _report(df: pd.DataFrame, args) -> int:
+    written = report(df, args.out, by=args.by, metric=args.metric, seed=args.seed, study=args.study)
+    print(f"wrote {len(written)} files to {args.out}/ (start with report.md)")
+    return 0
+
+
+def _show(title: str, table: pd.DataFrame, csv: str | None = None) -> None:
+    print(f"\n## {title}\n")
+    print(markdown(table))
+    if csv:
+        table.to_csv(csv, index=False)
+
+
+def _warn(df: pd.DataFrame, folders: list[str]) -> None:
+    left_out = describe_problems(df)
+    if left_out:
+        print(f"note: left out of every statistic: {left_out} "
+              f"(python -m analysis problems {' '.join(folders)})", file=sys.stderr)
+    chose_on_test = int(((df["status"] == "complete") & (df["selection"] == "test_acc")).sum())
+    if chose_on_test:
+        print(f"note: {chose_on_test} runs chose their epoch on test accuracy (data.val_size=0): "
+              f"their test_acc is optimistic", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

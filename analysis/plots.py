@@ -1,0 +1,157 @@
+"""PNG figures of a sweep, drawn on matplotlib Figure objects: no pyplot, so nothing here
+changes the caller's backend or global state (a notebook keeps its own)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis import artifacts, stats
+from analysis.groups import Group
+
+DPI = 130
+MAX_LINES = 10  # more lines than this in one axes cannot be told apart: the best are drawn
+MAX_PANELS = 9
+METRIC_NAMES = {"test_acc": "test accuracy", "val_acc": "validation accuracy", "train_acc": "train accuracy",
+                "max_test_acc": "max test accuracy over epochs", "last_test_acc": "last-epoch test accuracy"}
+
+
+def metric_label(metric: str) -> str:
+    name = METRIC_NAMES.get(metric, metric)
+    return f"{name} (%)" if metric.endswith("_acc") else name
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric.endswith("_acc") else 1.0
+
+
+def _colours(n: int):
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _best(groups: list[Group], metric: str) -> tuple[list[Group], str]:
+    if len(groups) <= MAX_LINES:
+        return groups, ""
+    ranked = sorted(groups, key=lambda g: g.runs[metric].mean(), reverse=True)[:MAX_LINES]
+    return [g for g in groups if any(g is r for r in ranked)], f" (best {MAX_LINES} of {len(groups)} configs)"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def distribution(groups: list[Group], metric: str, path: Path, seed: int = 0) -> Path:
+    """Every run as a point, per config, with the mean and its 95% bootstrap CI."""
+    s = _scale(metric)
+    fig = Figure(figsize=(max(5.0, 1.0 + 0.9 * len(groups)), 4.5))
+    ax = fig.subplots()
+    rng = np.random.default_rng(seed)
+    for i, (g, colour) in enumerate(zip(groups, _colours(len(groups)))):
+        v = g.runs[metric].dropna().to_numpy(dtype=float)
+        d = stats.describe(v, seed)
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), s * v, s=18, alpha=0.6, color=colour,
+                   label="runs" if i == 0 else None)
+        low, high = (d["ci_low"], d["ci_high"]) if np.isfinite(d["ci_low"]) else (d["mean"], d["mean"])
+        ax.errorbar(i + 0.3, s * d["mean"], yerr=[[s * (d["mean"] - low)], [s * (high - d["mean"])]], fmt="D",
+                    color="black", capsize=4, markersize=5, label="mean, 95% bootstrap CI" if i == 0 else None)
+    ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=30 if len(groups) > 2 else 0,
+                  ha="right" if len(groups) > 2 else "center", fontsize=8)
+    ax.set_xlabel("config")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{METRIC_NAMES.get(metric, metric).capitalize()} per config")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def learning_curves(groups: list[Group], path: Path, metric: str = "test_acc") -> Path:
+    """Validation and test accuracy over epochs: mean over each config's runs, band of ±1 std."""
+    shown, note = _best(groups, metric)
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for g, colour in zip(shown, _colours(len(shown))):
+        h = artifacts.histories(g.runs)
+        if h.empty:
+            continue
+        by_epoch = h.groupby("epoch")[["val_acc", "test_acc"]].agg(["mean", "std"])
+        for ax, col in zip(axes, ("val_acc", "test_acc")):
+            mean, std = 100 * by_epoch[(col, "mean")], 100 * by_epoch[(col, "std")].fillna(0)
+            if mean.isna().all():
+                continue
+            ax.plot(mean.index, mean, color=colour, label=g.label)
+            ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    for ax, col in zip(axes, ("val_acc", "test_acc")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric_label(col))
+        ax.set_title(f"{METRIC_NAMES[col].capitalize()}: mean ± std over runs")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def ecdf(groups: list[Group], metric: str, path: Path) -> Path:
+    """Empirical CDF of each config's results."""
+    shown, note = _best(groups, metric)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for g, colour in zip(shown, _colours(len(shown))):
+        ax.ecdf(_scale(metric) * g.runs[metric].dropna().to_numpy(dtype=float), color=colour, label=g.label)
+    ax.set_xlabel(metric_label(metric))
+    ax.set_ylabel("fraction of runs ≤ x")
+    ax.set_title(f"Distribution of {METRIC_NAMES.get(metric, metric)} over runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="config" + note, title_fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def expected_max(groups: list[Group], metric: str, path: Path) -> Path:
+    """Expected best result of n runs, per config, for n up to the runs there are."""
+    shown, note = _best(groups, metric)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for g, colour in zip(shown, _colours(len(shown))):
+        curve = stats.expected_max(g.runs[metric].dropna().to_numpy(dtype=float))
+        ax.plot(np.arange(1, len(curve) + 1), _scale(metric) * curve, marker="o", markersize=3, color=colour,
+                label=g.label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("number of runs n")
+    ax.set_ylabel(f"expected best {metric_label(metric)}")
+    ax.set_title("Expected maximum over n runs (Tang et al. 2020)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def churn(matrices: dict[str, pd.DataFrame], path: Path) -> Path:
+    """Heat map per config of how often two runs label a test example differently."""
+    labels = list(matrices)[:MAX_PANELS]
+    cols = min(3, len(labels))
+    rows = math.ceil(len(labels) / cols)
+    fig = Figure(figsize=(4.8 * cols + 1, 4.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    vmax = max(100 * m.to_numpy().max() for m in matrices.values()) or 1.0
+    image = None
+    for ax, label in zip(axes, labels):
+        m = matrices[label]
+        image = ax.imshow(100 * m.to_numpy(), vmin=0, vmax=vmax, cmap="viridis")
+        ticks = range(len(m)) if len(m) <= 16 else []
+        ax.set_xticks(ticks, [m.index[i] for i in ticks], rotation=90, fontsize=7)
+        ax.set_yticks(ticks, [m.index[i] for i in ticks], fontsize=7)
+        ax.set_xlabel("run")
+        ax.set_ylabel("run")
+        ax.set_title(label, fontsize=9)
+    for ax in axes[len(labels):]:
+        ax.set_visible(False)
+    more = f" (first {MAX_PANELS} of {len(matrices)} configs)" if len(matrices) > MAX_PANELS else ""
+    fig.suptitle(f"Churn: pairwise disagreement of test predictions{more}")
+    fig.colorbar(image, ax=axes[:len(labels)].tolist(), label="disagreement (% of test examples)")
+    return _save(fig, path)

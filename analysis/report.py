@@ -1,0 +1,148 @@
+"""A sweep's analysis in one folder: markdown tables to read, the same tables in CSV at full
+precision, and PNG figures, indexed by report.md."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots, study as optuna_study, tables
+from analysis.collect import collect, complete, describe_problems, problems
+from analysis.errors import AnalysisError
+from analysis.groups import groups, show
+from analysis.markdown import markdown
+from analysis.variance import variance
+
+EXPLAIN = {
+    "summary": "One row per config (runs that differ only in seeds). std_se: bootstrap standard error of std; "
+               "ci_*: 95% percentile-bootstrap CI of the mean (seeded); t_*: 95% Student-t CI of the mean.",
+    "noise_floor": "floor_std: the std test-set sampling alone would give if each test example were an independent "
+                   "coin (Jordan 2023); remainder_std = sqrt(std² − floor²): spread between the functions the runs "
+                   "learnt; binomial_std: the naive sqrt(p(1−p)/n_test).",
+    "optimism": "optimism: max test accuracy over epochs minus test accuracy at the epoch validation chose: what "
+                "picking the epoch on test would have added.",
+    "compare": "diff = mean_a − mean_b with 95% bootstrap CI; welch_p, mwu_p: Welch t and Mann-Whitney U tests; "
+               "p_a_gt_b = P(a > b) = U/(n_a n_b) with bootstrap CI; verdict (Bouthillier et al. 2021): better only "
+               "if P > 0.75 and its CI's lower bound > 0.5; n_for_power: runs per config to detect this diff with 80% "
+               "power; paired_p: paired t-test on the n_pairs seeds both ran; *_holm: Holm-adjusted over the table.",
+    "variance": "Variance components of a random-effects model over the crossed seed sources (ANOVA expected mean "
+                "squares); share: fraction of the total.",
+    "stability": "churn: mean pairwise share of test examples two runs label differently; kappa: mean pairwise "
+                 "Cohen's kappa of per-example correctness; some_wrong / all_wrong: share of test examples that some "
+                 "/ every run gets wrong; ensemble_acc: majority-vote accuracy.",
+}
+
+
+def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
+           study: str | None = None) -> pd.DataFrame:
+    """Write the analysis of the runs under `paths` (or an already collected frame) into `out`;
+    return the files written and what each holds. `by`: the key compare.md compares along."""
+    df = paths if isinstance(paths, pd.DataFrame) else collect(paths)
+    complete(df)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[dict[str, str]] = []
+
+    def csv(name: str, table: pd.DataFrame, what: str) -> None:
+        table.to_csv(out / name, index=False)
+        written.append({"file": name, "what": what})
+
+    def md(name: str, title: str, sections: list[str], what: str) -> None:
+        (out / name).write_text("\n\n".join([f"# {title}", *sections]) + "\n")
+        written.append({"file": name, "what": what})
+
+    def figure(name: str, draw, what: str) -> None:
+        draw(out / name)
+        written.append({"file": name, "what": what})
+
+    runs = groups(df)
+    metric_name = plots.METRIC_NAMES.get(metric, metric)
+    csv("runs.csv", df, "every run found, one row each, with its status")
+    if len(problems(df)):
+        csv("problems.csv", problems(df), "runs left out of every statistic: failed, stale, running, missing")
+
+    summary = tables.summarize(df, metric, seed=seed)
+    csv("summary.csv", summary, f"{metric} per config")
+    sections = [f"## {metric_name.capitalize()} per config", markdown(summary), EXPLAIN["summary"]]
+    try:
+        floor = tables.noise_floor(df)
+    except AnalysisError as err:
+        floor = None
+        sections += ["## Noise floor", f"Not computed: {err}"]
+    if floor is not None and len(floor):
+        csv("noise_floor.csv", floor, "observed std of test accuracy beside the test-set noise floor")
+        sections += ["## Noise floor of test accuracy", markdown(floor), EXPLAIN["noise_floor"]]
+    gap = tables.optimism(df)
+    csv("optimism.csv", gap, "selection optimism per config")
+    sections += ["## Selection optimism", markdown(gap), EXPLAIN["optimism"]]
+    emax = tables.expected_max(df, metric)
+    csv("expected_max.csv", emax, f"expected best {metric} of n runs, per config and n")
+    md("summary.md", f"Summary: {metric_name}", sections, "per-config statistics, noise floor, selection optimism")
+
+    try:
+        pairs = tables.compare(df, by=by, metric=metric, seed=seed)
+    except AnalysisError as err:
+        md("compare.md", "Comparisons", [f"No comparison: {err}."], "pairwise comparisons of configs")
+    else:
+        csv("compare.csv", pairs, "pairwise comparisons of configs")
+        along = f" along {by}" if by else ""
+        md("compare.md", f"Comparisons of {metric_name}{along}", [markdown(pairs), EXPLAIN["compare"]],
+           "pairwise comparisons of configs")
+
+    parts = variance(df, metric)
+    if len(parts):
+        csv("variance.csv", parts, "variance components by seed source")
+        md("variance.md", f"Variance of {metric_name} by source of randomness",
+           [markdown(parts), EXPLAIN["variance"], *(f"- {n}" for n in parts.attrs["notes"])],
+           "variance components by seed source")
+
+    try:
+        agree = tables.stability(df)
+        matrices = tables.churn_matrices(df)
+    except AnalysisError as err:
+        md("stability.md", "Stability of predictions", [f"Not computed: {err}."], "agreement between runs")
+    else:
+        if len(agree):
+            csv("stability.csv", agree, "agreement between runs of a config")
+        md("stability.md", "Stability of predictions",
+           [markdown(agree), EXPLAIN["stability"]] if len(agree) else ["No run left predictions.npy."],
+           "agreement between runs of a config")
+        if matrices:
+            figure("churn.png", lambda p: plots.churn(matrices, p), "pairwise disagreement heat map per config")
+
+    figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed), f"{metric} of every run, per config")
+    figure("curves.png", lambda p: plots.learning_curves(runs, p, metric), "learning curves, mean ± std per config")
+    figure("ecdf.png", lambda p: plots.ecdf(runs, metric, p), f"ECDF of {metric} per config")
+    figure("expected_max.png", lambda p: plots.expected_max(runs, metric, p), "expected best of n runs")
+
+    notes = []
+    roots = df.attrs.get("roots", [])
+    found = optuna_study.load(roots, study) if roots else None
+    if found is not None:
+        notes = optuna_study.plot(found, out / "optuna_history.png", out / "optuna_importances.png")
+        written.append({"file": "optuna_history.png", "what": f"optimisation history of study {found.study_name}"})
+        if (out / "optuna_importances.png").exists():
+            written.append({"file": "optuna_importances.png", "what": "hyperparameter importances (PED-ANOVA)"})
+
+    _index(out, df, written, notes)
+    return pd.DataFrame(written)
+
+
+def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str]) -> None:
+    n_complete = int((df["status"] == "complete").sum())
+    left_out = describe_problems(df)
+    lines = [f"# Analysis of {', '.join(df.attrs.get('roots', [])) or 'runs'}", "",
+             f"{n_complete} complete runs" + (f"; left out of every statistic: {left_out} (problems.csv)"
+                                             if left_out else "") + "."]
+    constants = df.attrs.get("constants", {})
+    if constants:
+        shared = pd.DataFrame({"key": list(constants), "value": [show(v) for v in constants.values()]})
+        lines += ["", "## Config shared by every run", "", markdown(shared)]
+    lines += ["", "## Files", ""]
+    lines += [f"- [{w['file']}]({w['file']}): {w['what']}" for w in written]
+    lines += [f"- {n}" for n in notes]
+    lines += [""] + [f"![{w['file']}]({w['file']})" for w in written if w["file"].endswith(".png")]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    written.append({"file": "report.md", "what": "this index"})

@@ -1,0 +1,64 @@
+"""The notebook's original pipeline, kept as the baseline every benchmark compares against:
+torchvision MNIST with a per-sample ToTensor + Normalize, a DataLoader of batch 64,
+nn.Sequential 784-128-64-10 with ReLU, Adam lr 1e-3, cross-entropy."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from neuralforge import hardware
+
+
+def data_root() -> str:
+    root = os.environ.get("NEURALFORGE_DATA")
+    if not root:
+        sys.exit("Set NEURALFORGE_DATA to the folder that holds MNIST/raw/ (for example ../shared/data).")
+    return str(Path(root).resolve())
+
+
+def notebook_epoch(root: str) -> float:
+    """Seconds for one training epoch of the notebook's pipeline."""
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    loader = DataLoader(datasets.MNIST(root, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                          nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    tick = time.perf_counter()
+    for x, y in loader:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return time.perf_counter() - tick
+
+
+def harness_epoch(root: str, *overrides: str) -> float:
+    """Seconds for one training epoch of the harness's loop (the data already on the device)."""
+    import tempfile
+
+    from hydra import compose, initialize_config_dir
+
+    from neuralforge.engine import Run
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf):
+        cfg = compose("config", overrides=[f"data.root={root}", "device=cpu", *overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run.prepare(cfg, tmp)
+        run.setup()
+        tick = time.perf_counter()
+        run.train_epoch()
+        return time.perf_counter() - tick
+
+
+def configure(threads: int | None = None) -> int:
+    # The notebook ran with torch's defaults; both sides get the same thread count.
+    return hardware.configure_cpu(threads or hardware.default_threads())
