@@ -58,7 +58,7 @@ def member_folders(run_dir: Path, spec: dict[str, Any]) -> list[Path]:
 
 
 def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = (), parallel_jobs: int = 1,
-          on_epoch_end: Callable[[int], None] | None = None) -> float:
+          on_epoch_end: Callable[["Run"], None] | None = None) -> float:
     """Train (or resume, or report) the run in `run_dir`; return the objective: validation
     accuracy at the best epoch, averaged over the group's members."""
     run = Run.prepare(cfg, run_dir, overrides=overrides, parallel_jobs=parallel_jobs, on_epoch_end=on_epoch_end)
@@ -77,7 +77,7 @@ class Run:
 
     @classmethod
     def prepare(cls, cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = (), parallel_jobs: int = 1,
-                on_epoch_end: Callable[[int], None] | None = None) -> "Run":
+                on_epoch_end: Callable[["Run"], None] | None = None) -> "Run":
         """Check the config and settle device and threads; nothing is read or written yet."""
         validate(cfg)
         device = hardware.resolve_device(cfg.device)
@@ -214,7 +214,7 @@ class Run:
             self.write_records()
             self.report(seconds)
             if self.on_epoch_end is not None:
-                self.on_epoch_end(self.epoch)
+                self.on_epoch_end(self)
 
     def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         t, d = self.spec["trainer"], self.spec["data"]

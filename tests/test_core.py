@@ -29,8 +29,8 @@ class Interrupted(BaseException):
 
 
 def interrupt_after(epoch):
-    def hook(e):
-        if e == epoch:
+    def hook(run):
+        if run.epoch == epoch:
             raise Interrupted
     return hook
 
@@ -184,12 +184,8 @@ def test_val_size_zero_selects_on_test_and_says_so(make_cfg, tmp_path):
 def test_init_from_starts_from_saved_weights(make_cfg, tmp_path):
     train(make_cfg(), tmp_path / "first")
     best = checkpoint.load(tmp_path / "first/best.pt")
-    hooked = {}
-
-    def grab(epoch):
-        hooked["epoch"] = epoch
     train(make_cfg(f"trainer.init_from={tmp_path / 'first/best.pt'}", "optimizer.lr=1e-12", "trainer.epochs=1"),
-          tmp_path / "second", on_epoch_end=grab)
+          tmp_path / "second")
     second = checkpoint.load(tmp_path / "second/last.pt")["model"]
     for name, t in best["model"].items():
         torch.testing.assert_close(second[name], t, rtol=0, atol=1e-6)

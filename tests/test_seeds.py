@@ -1,0 +1,98 @@
+"""K seeded members trained together in one process (n_seeds=K) against the same seeds run alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from neuralforge import checkpoint, records
+from neuralforge.engine import LAST, train
+from neuralforge.errors import DivergedError
+
+from test_core import Interrupted, interrupt_after
+
+# One step per epoch (500 training images, batch 500), with every per-step source of
+# randomness switched on: dropout masks and shifts.
+ONE_STEP = ("trainer.batch_size=500", "trainer.epochs=1", "model.dropout=0.3", "data.augment.shift=2")
+
+
+def test_group_members_match_single_runs_after_the_first_step(make_cfg, tmp_path):
+    train(make_cfg("seed=5", "n_seeds=4", *ONE_STEP), tmp_path / "group")
+    group = checkpoint.load(tmp_path / "group" / LAST)["model"]
+    for k in range(4):
+        train(make_cfg(f"seed={5 + k}", *ONE_STEP), tmp_path / f"single{k}")
+        single = checkpoint.load(tmp_path / f"single{k}" / LAST)["model"]
+        for name, tensor in single.items():
+            torch.testing.assert_close(group[name][k], tensor[0], rtol=1e-5, atol=1e-7)
+        # and they did move: the step was taken with each member's own data and masks
+        assert not torch.allclose(group[name][k], group[name][(k + 1) % 4])
+
+
+def test_each_member_gets_its_own_folder_and_records(make_cfg, tmp_path):
+    score = train(make_cfg("seed=10", "n_seeds=3"), tmp_path)
+    recs = [records.read_results(tmp_path / f"seed={s}") for s in (10, 11, 12)]
+    assert [r["seed"] for r in recs] == [10, 11, 12]
+    assert [r["seeds"]["order"] for r in recs] == [10, 11, 12]
+    assert all(r["status"] == "complete" and r["group"]["size"] == 3 for r in recs)
+    assert [r["group"]["member"] for r in recs] == [0, 1, 2]
+    assert score == pytest.approx(np.mean([r["metrics"]["val_acc"] for r in recs]))
+    for s in (10, 11, 12):
+        folder = tmp_path / f"seed={s}"
+        assert (folder / records.PREDICTIONS).exists() and (folder / records.HISTORY).exists()
+        best = checkpoint.load(folder / "best.pt")
+        assert best["config"]["seed"] == s and best["model"]["weights.0"].shape[0] == 1
+    assert (tmp_path / LAST).exists() and not (tmp_path / "seed=10" / LAST).exists()
+
+
+def test_killed_group_resumes_every_member_bit_for_bit(make_cfg, tmp_path):
+    args = ("n_seeds=3", "trainer.epochs=3", "model.dropout=0.2", "data.augment.shift=1", "scheduler=cosine")
+    train(make_cfg(*args), tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        train(make_cfg(*args), tmp_path / "killed", on_epoch_end=interrupt_after(1))
+    train(make_cfg(*args), tmp_path / "killed")
+    for s in range(3):
+        a = records.read_results(tmp_path / f"straight/seed={s}")
+        b = records.read_results(tmp_path / f"killed/seed={s}")
+        assert a["metrics"] == b["metrics"]
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / f"straight/seed={s}/history.csv").drop(columns="seconds"),
+                                      pd.read_csv(tmp_path / f"killed/seed={s}/history.csv").drop(columns="seconds"))
+
+
+def test_one_diverging_member_fails_alone(make_cfg, tmp_path):
+    def poison_member_1(run):
+        if run.epoch == 1:
+            with torch.no_grad():
+                run.model.weights[0][1].fill_(float("nan"))
+
+    with pytest.raises(DivergedError, match=r"1 of 3 failed: seed=1"):
+        train(make_cfg("n_seeds=3", "trainer.epochs=3"), tmp_path, on_epoch_end=poison_member_1)
+    states = [records.read_results(tmp_path / f"seed={s}") for s in range(3)]
+    assert [r["status"] for r in states] == ["complete", "failed", "complete"]
+    assert states[0]["metrics"]["epochs_run"] == 3 and states[1]["metrics"]["epochs_run"] == 2
+    assert "diverged" in states[1]["error"]
+
+
+def test_members_stop_early_on_their_own(make_cfg, tmp_path):
+    train(make_cfg("n_seeds=4", "trainer.epochs=6", "trainer.patience=1", "optimizer.lr=3e-3"), tmp_path)
+    for s in range(4):
+        m = records.read_results(tmp_path / f"seed={s}")["metrics"]
+        h = pd.read_csv(tmp_path / f"seed={s}/history.csv")
+        assert len(h) == m["epochs_run"] and h.val_acc.idxmax() + 1 == m["best_epoch"]
+        assert m["epochs_run"] == 6 or m["epochs_run"] == m["best_epoch"] + 1
+
+
+@pytest.mark.slow
+def test_group_and_single_runs_agree_as_distributions(make_cfg, tmp_path):
+    n = 24
+    args = ("trainer.epochs=3", "model.dropout=0.1")
+    train(make_cfg("seed=0", f"n_seeds={n}", *args), tmp_path / "group")
+    group = [records.read_results(tmp_path / f"group/seed={s}")["metrics"]["test_acc"] for s in range(n)]
+    single = []
+    for s in range(n):
+        train(make_cfg(f"seed={s}", *args), tmp_path / f"single{s}")
+        single.append(records.read_results(tmp_path / f"single{s}")["metrics"]["test_acc"])
+    assert stats.mannwhitneyu(group, single).pvalue > 0.05
+    assert stats.ks_2samp(group, single).pvalue > 0.05
