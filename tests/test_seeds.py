@@ -84,7 +84,6 @@ def test_members_stop_early_on_their_own(make_cfg, tmp_path):
         assert m["epochs_run"] == 6 or m["epochs_run"] == m["best_epoch"] + 1
 
 
-@pytest.mark.slow
 def test_group_and_single_runs_agree_as_distributions(make_cfg, tmp_path):
     n = 24
     args = ("trainer.epochs=3", "model.dropout=0.1")
