@@ -18,9 +18,10 @@ from analysis.errors import AnalysisError
 NON_SEMANTIC = frozenset({
     "n_seeds", "seeds_per_trial", "threads", "device",
     "data.root", "data.download", "trainer.keep_last", "trainer.eval_batch_size",
+    "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
 })
 # Top-level config keys that are not sections, for frames that lost attrs on the way
-_TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "device", "threads")
+_TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads")
 ALL = "all runs"
 
 
@@ -59,6 +60,7 @@ def group_keys(df: pd.DataFrame, by: str | list[str] | None = None) -> list[str]
 def groups(df: pd.DataFrame, by: str | list[str] | None = None) -> list[Group]:
     """The complete runs, split by `by` (default: every swept config key), in key order."""
     runs = complete(df)
+    runs.attrs = {}  # pandas deep-copies attrs on every operation: the groups need none
     keys = group_keys(df, by)
     if not keys:
         return [Group({"group": ALL}, runs)]

@@ -150,10 +150,10 @@ def random_shift(x: torch.Tensor, max_shift: int, generators: list[torch.Generat
     K, B, C, H, W = x.shape
     s = max_shift
     shifts = torch.stack([torch.randint(-s, s + 1, (B, 2), generator=g, device=g.device) for g in generators])
-    shifts = shifts.to(x.device).view(K * B, 2)
-    padded = F.pad(x.reshape(K * B, C, H, W), (s, s, s, s), value=fill)
-    rows = torch.arange(H, device=x.device) + s - shifts[:, :1]  # (KB, H): out[i] = in[i - dy]
-    cols = torch.arange(W, device=x.device) + s - shifts[:, 1:]
-    n = torch.arange(K * B, device=x.device)[:, None, None]
-    out = padded[n, :, rows[:, :, None], cols[:, None, :]]  # (KB, H, W, C)
-    return out.permute(0, 3, 1, 2).reshape(K, B, C, H, W)
+    shifts = shifts.to(x.device).view(K * B, 1, 2)
+    padded = F.pad(x.reshape(K * B, C, H, W), (s, s, s, s), value=fill).view(K * B, C, -1)
+    # out[i, j] = in[i - dy, j - dx]: one flat gather index per output pixel
+    rows = torch.arange(H, device=x.device).view(1, H, 1) + s - shifts[..., :1]
+    cols = torch.arange(W, device=x.device).view(1, 1, W) + s - shifts[..., 1:]
+    index = (rows * (W + 2 * s) + cols).view(K * B, 1, H * W).expand(K * B, C, H * W)
+    return padded.gather(2, index).view(K, B, C, H, W)
