@@ -24,7 +24,7 @@ import pandas as pd
 from analysis.errors import AnalysisError, NoCompleteRuns
 
 RESULTS, MANIFEST = "results.json", "manifest.json"
-COMPLETE, FAILED, RUNNING = "complete", "failed", "running"
+COMPLETE, RUNNING = "complete", "running"
 STALE = "stale"  # recorded as running, but nobody is writing it any more
 MISSING = "missing"  # listed in the sweep's manifest, never wrote results.json
 UNREADABLE = "unreadable"
@@ -66,10 +66,11 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
         row, config = _read(path, host, now)
         rows.append(row)
         configs.append(config)
-    seen = {row["folder"] for row in rows}
+    # a job folder holds its run, or, for a group, its members' folders
+    seen = {row["folder"] for row in rows} | {os.path.dirname(row["folder"]) for row in rows}
     for manifest in manifests:
         for folder, overrides in _expected(manifest):
-            if folder not in seen and not any(os.path.dirname(f) == folder for f in seen):
+            if folder not in seen:
                 rows.append({"status": MISSING, "overrides": overrides, "folder": folder})
                 configs.append({})
 

@@ -9,7 +9,6 @@ fractions at full precision.
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis import artifacts, stats
 from analysis.collect import METRICS
 from analysis.errors import AnalysisError
-from analysis.groups import ALL, Group, group_keys, groups, seed_keys, show
+from analysis.groups import Group, group_keys, groups, seed_keys, show
 
 
 def summarize(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None,
@@ -70,11 +69,16 @@ def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", s
             pairs += [({"a": show(g.key[by])}, {"b": show(h.key[by])}, {k: g.key[k] for k in strata}, g, h)
                       for g, h in itertools.combinations(stratum, 2)]
     if not pairs:
-        raise AnalysisError(f"only one config{f' per value of the other keys' if by else ''}: nothing to compare")
+        raise AnalysisError(f"{by} has one value only, wherever the other keys are equal: nothing to compare"
+                            if by else "only one config: nothing to compare")
     rows = []
     for a, b, stratum, g, h in pairs:
         x, y = g.runs[metric].dropna(), h.runs[metric].dropna()
+        if x.empty or y.empty:
+            continue
         rows.append({**stratum, **a, **b, **stats.compare(x, y, seed, _paired(g.runs, h.runs, seeds, metric))})
+    if not rows:
+        raise AnalysisError(f"no pair of configs both have {metric} values")
     out = pd.DataFrame(rows)
     for col in ("welch_p", "mwu_p", "paired_p"):
         out[f"{col}_holm"] = _holm(out[col])

@@ -53,6 +53,17 @@ class MLPConf:
 
 
 @dataclass
+class CNNConf:
+    _target_: str = "neuralforge.models.CNN"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    kernel: int = 3
+    pool: str = "max"
+    hidden: int = 128
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@dataclass
 class AdamConf:
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
@@ -145,6 +156,7 @@ def register() -> None:
     for group, name, node in [
         ("data", "schema", DataConf),
         ("model", "schema_mlp", MLPConf),
+        ("model", "schema_cnn", CNNConf),
         ("optimizer", "schema_adam", AdamConf),
         ("optimizer", "schema_adamw", AdamWConf),
         ("optimizer", "schema_sgd", SGDConf),
@@ -168,6 +180,11 @@ def validate(cfg: DictConfig) -> None:
 
     m, t, o = cfg.model, cfg.trainer, cfg.optimizer
     widths = list(m.hidden) if OmegaConf.is_list(m.hidden) else [m.hidden]
+    if "channels" in m:
+        widths = list(m.channels) + ([m.hidden] if m.hidden else [])
+        need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
+        need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {m.pool!r}")
+        need(len(m.channels) <= 4, f"model.channels allows at most 4 pooled blocks for 28x28 images, got {len(m.channels)}")
     need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
     need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
     need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")

@@ -68,3 +68,60 @@ class MLP(nn.Module):
                 if self.training and self.p > 0:
                     h = dropout(h, self.p, dropout_generators)
         return h
+
+
+class CNN(nn.Module):
+    """Conv blocks (conv, batch norm, activation, 2x2 pool), then a hidden layer and the classifier.
+
+    Members are the groups of one grouped convolution: the input is laid out (B, K*C, H, W),
+    member k owning channels k*C..(k+1)*C, which is what torch.func.vmap makes of a conv.
+    Batch norm over K*C channels keeps per-member statistics for free.
+    """
+
+    def __init__(self, channels: list[int], kernel: int = 3, pool: str = "max", hidden: int = 128,
+                 activation: str = "relu", dropout: float = 0.0, *, in_shape: tuple[int, ...] = (1, 28, 28),
+                 num_classes: int = 10, members: int = 1):
+        super().__init__()
+        self.in_shape, self.members, self.p, self.kernel = tuple(in_shape), members, dropout, kernel
+        self.act = ACTIVATIONS[activation]
+        self.pool = F.max_pool2d if pool == "max" else F.avg_pool2d
+        c_in, side = in_shape[0], in_shape[1]
+        self.convs, self.bn_weights, self.bn_biases = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
+        for i, c in enumerate(channels):
+            self.convs.append(nn.Parameter(torch.empty(members, c, c_in, kernel, kernel)))
+            self.bn_weights.append(nn.Parameter(torch.empty(members, c)))
+            self.bn_biases.append(nn.Parameter(torch.empty(members, c)))
+            self.register_buffer(f"bn_mean{i}", torch.zeros(members, c))
+            self.register_buffer(f"bn_var{i}", torch.ones(members, c))
+            c_in, side = c, side // 2
+        self.head = MLP([hidden] if hidden else [], activation, dropout, in_shape=(c_in * side * side,),
+                        num_classes=num_classes, members=members)
+
+    @torch.no_grad()
+    def reset_parameters(self, generators: list[torch.Generator]) -> None:
+        """nn.Conv2d's default init (U(+-1/sqrt(fan_in))), unit batch-norm scales, then the head."""
+        for k, g in enumerate(generators):
+            for i, w in enumerate(self.convs):
+                bound = 1 / math.sqrt(w[0].numel() // w.shape[1])
+                w[k] = torch.empty(w.shape[1:]).uniform_(-bound, bound, generator=g)
+                self.bn_weights[i][k] = 1.0
+                self.bn_biases[i][k] = 0.0
+                getattr(self, f"bn_mean{i}")[k] = 0.0
+                getattr(self, f"bn_var{i}")[k] = 1.0
+        self.head.reset_parameters(generators)
+
+    def forward(self, x: torch.Tensor, dropout_generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        K = self.members
+        shared = x.dim() == len(self.in_shape) + 1
+        if shared:  # (B, C, H, W): the first conv reads the one input for every member
+            B, h = x.shape[0], x
+        else:  # (K, B, C, H, W) -> (B, K*C, H, W)
+            B, h = x.shape[1], x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+        for i, w in enumerate(self.convs):
+            groups = 1 if shared and i == 0 else K
+            h = F.conv2d(h, w.flatten(0, 1), padding=self.kernel // 2, groups=groups)
+            h = F.batch_norm(h, getattr(self, f"bn_mean{i}").view(-1), getattr(self, f"bn_var{i}").view(-1),
+                             self.bn_weights[i].flatten(), self.bn_biases[i].flatten(), self.training)
+            h = self.pool(self.act(h), 2)
+        h = h.view(B, K, -1).transpose(0, 1)  # (K, B, features)
+        return self.head(h, dropout_generators)
