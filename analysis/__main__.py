@@ -35,37 +35,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+GROUP_BY = "config key(s) that define a config (default: every swept key but the seeds)"
+COMPARE_BY = "compare the values of this key, the other swept keys held equal (default: every pair of configs)"
+METRIC = "a metric of results.json (default test_acc: test accuracy at the best-validation epoch)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description="Statistics of a sweep's runs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, run, text: str, by: str | None = "+", metric: bool = True) -> argparse.ArgumentParser:
+    for name, run, text, by, metric, csv in [
+        ("summary", _summary, "per config: n, mean, std, CIs, min, max; noise floor of test accuracy", "+", 1, 1),
+        ("compare", _compare, "pairwise comparisons: difference, CIs, p-values, P(a > b), verdict", "1", 1, 1),
+        ("variance", _variance, "variance by seed source (e.g. init vs data order)", "+", 1, 1),
+        ("stability", _stability, "agreement of runs' test predictions: churn, kappa, ensemble", "+", 0, 1),
+        ("problems", _problems, "runs left out: failed, stale, running, missing", None, 0, 0),
+        ("report", _report, "markdown + CSV tables + PNG figures in one folder", "1", 1, 0),
+    ]:
         c = sub.add_parser(name, help=text, description=text)
+        c.set_defaults(run=run)
         c.add_argument("folders", nargs="+", metavar="FOLDER", help="sweep or run folders, searched recursively")
         if metric:
-            c.add_argument("--metric", default="test_acc",
-                           help="a metric of results.json (default test_acc: test accuracy at the best-validation epoch)")
-        if by:
-            c.add_argument("--by", nargs=by, metavar="KEY",
-                           help="config key(s) that define a config (default: every swept key but the seeds)"
-                           if by == "+" else "compare the values of this key, other swept keys held equal")
-        c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-        c.set_defaults(run=run)
-        return c
-
-    for name, run, help_, by, metric in [
-        ("summary", _summary, "per config: n, mean, std, CIs, min, max; noise floor of test accuracy", "+", True),
-        ("compare", _compare, "pairwise comparisons: difference, CIs, p-values, P(a > b), verdict", "?", True),
-        ("variance", _variance, "variance by seed source (e.g. init vs data order)", "+", True),
-        ("stability", _stability, "agreement of runs' test predictions: churn, kappa, ensemble", "+", False),
-        ("problems", _problems, "runs left out: failed, stale, running, missing", None, False),
-    ]:
-        c = command(name, run, help_, by, metric)
+            c.add_argument("--metric", default="test_acc", help=METRIC)
+        if by == "+":
+            c.add_argument("--by", nargs="+", metavar="KEY", help=GROUP_BY)
+        elif by == "1":
+            c.add_argument("--by", metavar="KEY", help=COMPARE_BY)
         if name != "problems":
+            c.add_argument("--seed", type=int, default=0, help="seed of the bootstraps (default 0)")
+        if csv:
             c.add_argument("--csv", metavar="FILE", help="also write the table, at full precision, to FILE")
-    r = command("report", _report, "markdown + CSV tables + PNG figures in one folder", "?", True)
-    r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
-    r.add_argument("--study", help="the Optuna study to plot, when the storage holds several")
+        if name == "report":
+            c.add_argument("-o", "--out", default="report", help="output folder (default: report)")
+            c.add_argument("--study", help="the Optuna study to plot, when the storage holds several")
     return p
 
 

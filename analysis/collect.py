@@ -71,7 +71,8 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
     for manifest in manifests:
         for folder, overrides in _expected(manifest):
             if folder not in seen:
-                rows.append({"status": MISSING, "overrides": overrides, "folder": folder})
+                rows.append({"status": MISSING, "error": f"listed in {MANIFEST}, never wrote {RESULTS}",
+                             "overrides": overrides, "folder": folder})
                 configs.append({})
 
     cfg = pd.DataFrame(configs, index=range(len(rows)))
@@ -155,13 +156,13 @@ def _status(rec: dict[str, Any], host: str, now: float) -> str:
     status = rec.get("status")
     if status != RUNNING:
         return status
-    heartbeat = (rec.get("timing") or {}).get("heartbeat")
+    # On this host the pid says whether the writer lives; from another host only the
+    # heartbeat can (the same rule as the sweep's own summary).
     prov = rec.get("provenance") or {}
-    if heartbeat is None or now - heartbeat > STALE_AFTER_S:
-        return STALE
-    if prov.get("host") == host and not _alive(prov.get("pid")):
-        return STALE
-    return RUNNING
+    if prov.get("host") == host:
+        return RUNNING if _alive(prov.get("pid")) else STALE
+    heartbeat = (rec.get("timing") or {}).get("heartbeat")
+    return STALE if heartbeat is None or now - heartbeat > STALE_AFTER_S else RUNNING
 
 
 def _alive(pid: Any) -> bool:

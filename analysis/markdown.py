@@ -18,7 +18,7 @@ def markdown(table: pd.DataFrame, percent: list[str] | None = None, share: list[
     rows = [[_cell(v, c, percent, share) for c, v in zip(table.columns, row)]
             for row in table.itertuples(index=False)]
     numeric = [pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
-               for c in table.columns]
+               and table[c].notna().any() for c in table.columns]
     widths = [max([len(h), 3, *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells):

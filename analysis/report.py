@@ -11,7 +11,7 @@ import pandas as pd
 from analysis import plots, study as optuna_study, tables
 from analysis.collect import collect, complete, describe_problems, problems
 from analysis.errors import AnalysisError
-from analysis.groups import groups, show
+from analysis.groups import group_keys, groups, show
 from analysis.markdown import markdown
 from analysis.variance import variance
 
@@ -41,6 +41,8 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
     return the files written and what each holds. `by`: the key compare.md compares along."""
     df = paths if isinstance(paths, pd.DataFrame) else collect(paths)
     complete(df)
+    if by is not None:
+        group_keys(df, by)  # a key that does not vary is an error before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[dict[str, str]] = []
@@ -118,8 +120,10 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
     figure("expected_max.png", lambda p: plots.expected_max(runs, metric, p), "expected best of n runs")
 
     notes = []
-    roots = df.attrs.get("roots", [])
-    found = optuna_study.load(roots, study) if roots else None
+    try:
+        found = optuna_study.load(df.attrs.get("roots", []), study)
+    except AnalysisError as err:
+        found, notes = None, [f"no Optuna figures: {err}"]
     if found is not None:
         notes = optuna_study.plot(found, out / "optuna_history.png", out / "optuna_importances.png")
         written.append({"file": "optuna_history.png", "what": f"optimisation history of study {found.study_name}"})

@@ -184,7 +184,7 @@ def validate(cfg: DictConfig) -> None:
         widths = list(m.channels) + ([m.hidden] if m.hidden else [])
         need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
         need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {m.pool!r}")
-        need(len(m.channels) <= 4, f"model.channels allows at most 4 pooled blocks for 28x28 images, got {len(m.channels)}")
+        need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
     need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
     need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
     need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")

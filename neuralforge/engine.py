@@ -66,6 +66,10 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
         return run.go()
 
 
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    return instantiate(node, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST, **kwargs)
+
+
 def gather(X: torch.Tensor, Y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows idx (K, b) of X and Y as (K, b, ...); index_select is faster than X[idx] here."""
     flat = idx.reshape(-1)
@@ -139,8 +143,8 @@ class Run:
         self.train_idx = torch.stack([s[0] for s in splits]).to(self.device)
         self.val_idx = torch.stack([s[1] for s in splits]).to(self.device)
 
-        self.model = instantiate(cfg.model, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST, in_shape=tuple(self.data.train_x.shape[1:]),
-                                 num_classes=self.data.num_classes, members=K)
+        self.model = build(cfg.model, in_shape=tuple(self.data.train_x.shape[1:]),
+                           num_classes=self.data.num_classes, members=K)
         self.model.reset_parameters(self.gens["init"])
         self.model.to(self.device)
         if spec["trainer"]["init_from"]:
@@ -149,9 +153,8 @@ class Run:
 
         t = spec["trainer"]
         self.steps = math.ceil(self.train_idx.shape[1] / t["batch_size"])
-        self.optimizer = instantiate(cfg.optimizer, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST)(self.model.parameters())
-        self.scheduler = instantiate(cfg.scheduler, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST)(self.optimizer,
-                                                                      total_steps=t["epochs"] * self.steps)
+        self.optimizer = build(cfg.optimizer)(self.model.parameters())
+        self.scheduler = build(cfg.scheduler)(self.optimizer, total_steps=t["epochs"] * self.steps)
         self.members = [Member() for _ in range(K)]
         self.best_predictions = torch.zeros(K, len(self.data.test_y), dtype=torch.uint8)
         self.epoch = 0
