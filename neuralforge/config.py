@@ -183,7 +183,7 @@ def validate(cfg: DictConfig) -> None:
     if "channels" in m:
         widths = list(m.channels) + ([m.hidden] if m.hidden else [])
         need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
-        need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {m.pool!r}")
+        need(m.pool in ("max", "avg", "stride"), f"model.pool must be max, avg or stride, got {m.pool!r}")
         need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
     need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
     need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
+POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
 
 
 def dropout(h: torch.Tensor, p: float, generators: list[torch.Generator]) -> torch.Tensor:
@@ -71,7 +72,7 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Conv blocks (conv, batch norm, activation, 2x2 pool), then a hidden layer and the classifier.
+    """Conv blocks (conv, 2x2 pool or stride 2, batch norm, activation), then a hidden layer and the classifier.
 
     Members are the groups of one grouped convolution: the input is laid out (B, K*C, H, W),
     member k owning channels k*C..(k+1)*C, which is what torch.func.vmap makes of a conv.
@@ -84,7 +85,7 @@ class CNN(nn.Module):
         super().__init__()
         self.in_shape, self.members, self.p, self.kernel = tuple(in_shape), members, dropout, kernel
         self.act = ACTIVATIONS[activation]
-        self.pool = F.max_pool2d if pool == "max" else F.avg_pool2d
+        self.pool = pool
         c_in, side = in_shape[0], in_shape[1]
         self.convs, self.bn_weights, self.bn_biases = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
         for i, c in enumerate(channels):
@@ -93,7 +94,7 @@ class CNN(nn.Module):
             self.bn_biases.append(nn.Parameter(torch.empty(members, c)))
             self.register_buffer(f"bn_mean{i}", torch.zeros(members, c))
             self.register_buffer(f"bn_var{i}", torch.ones(members, c))
-            c_in, side = c, side // 2
+            c_in, side = c, (side + 1) // 2 if pool == "stride" else side // 2
         self.head = MLP([hidden] if hidden else [], activation, dropout, in_shape=(c_in * side * side,),
                         num_classes=num_classes, members=members)
 
@@ -117,11 +118,18 @@ class CNN(nn.Module):
             B, h = x.shape[0], x
         else:  # (K, B, C, H, W) -> (B, K*C, H, W)
             B, h = x.shape[1], x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+        # channels_last is oneDNN's fast layout on the CPU; a 1-channel input cannot say which
+        # layout it is in, so the weights carry it into the first conv's output
+        h = h.contiguous(memory_format=torch.channels_last)
         for i, w in enumerate(self.convs):
             groups = 1 if shared and i == 0 else K
-            h = F.conv2d(h, w.flatten(0, 1), padding=self.kernel // 2, groups=groups)
+            w = w.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            if self.pool == "stride":  # the conv itself halves the image
+                h = F.conv2d(h, w, stride=2, padding=self.kernel // 2, groups=groups)
+            else:  # pooled before normalising: the element-wise work runs on a quarter of the pixels
+                h = POOLS[self.pool](F.conv2d(h, w, padding=self.kernel // 2, groups=groups), 2)
             h = F.batch_norm(h, getattr(self, f"bn_mean{i}").view(-1), getattr(self, f"bn_var{i}").view(-1),
                              self.bn_weights[i].flatten(), self.bn_biases[i].flatten(), self.training)
-            h = self.pool(self.act(h), 2)
-        h = h.view(B, K, -1).transpose(0, 1)  # (K, B, features)
+            h = self.act(h)
+        h = h.contiguous().view(B, K, -1).transpose(0, 1)  # (K, B, features) in (C, H, W) order
         return self.head(h, dropout_generators)
