@@ -165,7 +165,7 @@ class Run:
         return {
             "fingerprint": self.fp, "config": self.spec, "epoch": self.epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {src: [g.get_state() for g in self.gens[src]] for src in ("order", "augment", "dropout")},
             "members": [asdict(m) for m in self.members],
             "best_predictions": self.best_predictions,
@@ -180,7 +180,8 @@ class Run:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
             for src, states in ckpt["rng"].items():
                 for g, s in zip(self.gens[src], states, strict=True):
                     g.set_state(s)
@@ -202,7 +203,7 @@ class Run:
             test_loss, test_acc, test_pred = self.evaluate(self.data.test_x, self.data.test_y)
             self.epoch += 1
             seconds = time.time() - tick
-            lr = self.scheduler.get_last_lr()[0]
+            lr = self.optimizer.param_groups[0]["lr"]
             for k, m in enumerate(self.members):
                 if m.status != RUNNING:
                     continue
@@ -225,8 +226,7 @@ class Run:
         X, Y = self.data.train_x, self.data.train_y
         perms = torch.stack([torch.randperm(self.train_idx.shape[1], generator=g) for g in self.gens["order"]])
         order = torch.gather(self.train_idx, 1, perms.to(self.device))
-        loss_sum = torch.zeros(K, device=self.device)
-        correct = torch.zeros(K, dtype=torch.long, device=self.device)
+        losses, preds = [], []  # per step; summed once at the end of the epoch, not every step
         self.model.train()
         bar = tqdm(range(self.steps), desc=f"epoch {self.epoch + 1}", leave=False, disable=not sys.stderr.isatty())
         for s in bar:
@@ -234,17 +234,19 @@ class Run:
             if shift:
                 x = data.random_shift(x, shift, self.gens["augment"], self.data.background)
             logits = self.model(x, self.gens["dropout"])
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
-                                     label_smoothing=t["label_smoothing"]).view(K, -1).mean(1)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
+                                   label_smoothing=t["label_smoothing"])
             self.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # members share no parameters: each gets its own gradient
+            # the sum over members of each member's mean loss: members share no parameters,
+            # so each one's gradient is exactly its own
+            (loss.sum() / y.shape[1]).backward()
             self.optimizer.step()
-            self.scheduler.step()
-            with torch.no_grad():
-                loss_sum += losses * y.shape[1]
-                correct += (logits.argmax(-1) == y).sum(1)
-        n = self.train_idx.shape[1]
-        return (loss_sum / n).cpu(), (correct / n).cpu()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            losses.append(loss.detach().view(K, -1))
+            preds.append(logits.detach().argmax(-1))
+        labels = Y.index_select(0, order.flatten()).view(K, -1)
+        return torch.cat(losses, 1).mean(1).cpu(), (torch.cat(preds, 1) == labels).float().mean(1).cpu()
 
     @torch.no_grad()
     def evaluate(self, X, Y, idx=None):
