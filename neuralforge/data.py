@@ -106,7 +106,8 @@ def ensure_files(name: str, root: str, download: bool) -> None:
                 DATASETS[name](root, train=train, download=True)
             return
         except Exception as err:  # torchvision raises URLError, RuntimeError, OSError, ...
-            reason = f"download failed ({type(err).__name__}: {err})"
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            reason = f"the download failed ({lines[-1]})"  # torchvision's last line says why
     else:
         reason = "data.download=false"
     raise DataError(f"{name} files not found in {folder} (missing {', '.join(missing)}) and {reason}. "
