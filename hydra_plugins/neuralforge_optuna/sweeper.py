@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from hydra.utils import instantiate
@@ -101,8 +102,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
 
-        study = optuna.create_study(study_name=self.study_name, storage=open_storage(str(self.storage)),
-                                    sampler=self.sampler, direction=self._get_directions()[0], load_if_exists=True)
+        study = self.open_study()
         self.fail_stale(study, sweep_dir)
         study.sampler = self.reseeded(len(study.trials))
         log.info("Study %s in %s: %d trials so far, %d asked for", study.study_name, self.storage,
@@ -125,6 +125,20 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
         self.write_manifest(study, sweep_dir)
         self.report(study, sweep_dir)
+
+    def open_study(self) -> optuna.Study:
+        """Create or load the study. Two processes that start at once on a new sqlite file both
+        try to create its tables, and the loser fails: it retries and finds the winner's."""
+        for attempt in range(5):
+            try:
+                return optuna.create_study(study_name=self.study_name, storage=open_storage(str(self.storage)),
+                                           sampler=self.sampler, direction=self._get_directions()[0],
+                                           load_if_exists=True)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def reseeded(self, n_existing: int) -> Any:
         """The configured sampler, its seed moved on by the trials already in the study."""
