@@ -7,6 +7,7 @@ count, the data folder, how many seeds share a process) do not split a config ei
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +24,25 @@ NON_SEMANTIC = frozenset({
 # Top-level config keys that are not sections, for frames that lost attrs on the way
 _TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads")
 ALL = "all runs"
+MAX_LABEL_KEYS = 3  # past this many swept keys, a config is better named by its folder, if it has one
 
 
 @dataclass
 class Group:
     key: dict[str, Any]  # {"model.hidden": "[128, 64]"}, or {"group": "all runs"} when nothing is swept
     runs: pd.DataFrame  # complete runs only
+    name: str | None = None  # the folder the config came from, when that names it alone
 
     @property
     def label(self) -> str:
+        if self.name is not None:
+            return self.name
         return ", ".join(f"{k}={show(v)}" if k != "group" else str(v) for k, v in self.key.items())
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """How a table row names this config: its folder's name, else its keys."""
+        return {"config": self.name} if self.name is not None else self.key
 
 
 def config_keys(df: pd.DataFrame) -> list[str]:
@@ -60,12 +70,32 @@ def group_keys(df: pd.DataFrame, by: str | list[str] | None = None) -> list[str]
 def groups(df: pd.DataFrame, by: str | list[str] | None = None) -> list[Group]:
     """The complete runs, split by `by` (default: every swept config key), in key order."""
     runs = complete(df)
+    roots = df.attrs.get("roots", [])
     runs.attrs = {}  # pandas deep-copies attrs on every operation: the groups need none
     keys = group_keys(df, by)
     if not keys:
         return [Group({"group": ALL}, runs)]
-    return [Group(dict(zip(keys, values)), part)
-            for values, part in runs.groupby(keys, dropna=False, sort=True)]
+    parts = [Group(dict(zip(keys, values)), part) for values, part in runs.groupby(keys, dropna=False, sort=True)]
+    if by is None and len(keys) > MAX_LABEL_KEYS:
+        _name_by_folder(parts, roots)
+    return parts
+
+
+def _name_by_folder(parts: list[Group], roots: list[str]) -> None:
+    """Configs that differ in many keys make unreadable labels. When each config's runs all sit
+    under one folder of their own (`notebook/`, `recipe/` below the folder analysed), that
+    folder's name labels it."""
+    def top(folder: str) -> str | None:
+        for root in roots:
+            rel = os.path.relpath(folder, root)
+            if not rel.startswith(".."):
+                return rel.split(os.sep)[0] if rel != "." else None
+        return None
+
+    names = [{top(f) for f in g.runs["folder"]} for g in parts]
+    if len(parts) > 1 and all(len(n) == 1 and None not in n for n in names) and len(set.union(*names)) == len(parts):
+        for g, n in zip(parts, names):
+            g.name = n.pop()
 
 
 def show(value: Any) -> str:

@@ -25,7 +25,7 @@ def summarize(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | 
     """Per config: n, mean, std (with its bootstrap standard error), SEM, median, min, max,
     range, and the 95% CI of the mean by seeded bootstrap (ci_*) and by Student's t (t_*)."""
     _check_metric(df, metric)
-    rows = [{**g.key, **stats.describe(values, seed)} for g, values in _values(df, metric, by)]
+    rows = [{**g.columns, **stats.describe(values, seed)} for g, values in _values(df, metric, by)]
     out = pd.DataFrame(rows)
     return _units(out, metric, ["mean", "std", "std_se", "sem", "median", "min", "max", "range",
                                 "ci_low", "ci_high", "t_low", "t_high"])
@@ -37,7 +37,7 @@ def optimism(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFram
     rows = []
     for g in groups(df, by):
         gap = g.runs["max_test_acc"] - g.runs["test_acc"]
-        rows.append({**g.key, "n": len(g.runs), "test_acc": g.runs["test_acc"].mean(),
+        rows.append({**g.columns, "n": len(g.runs), "test_acc": g.runs["test_acc"].mean(),
                      "max_test_acc": g.runs["max_test_acc"].mean(), "optimism": gap.mean(),
                      "optimism_max": gap.max()})
     return _units(pd.DataFrame(rows), "test_acc", ["test_acc", "max_test_acc", "optimism", "optimism_max"])
@@ -46,7 +46,7 @@ def optimism(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFram
 def expected_max(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None) -> pd.DataFrame:
     """Per config and n = 1..N: the expected best `metric` of n of its N runs (Tang et al. 2020)."""
     _check_metric(df, metric)
-    frames = [pd.DataFrame({**g.key, "n": np.arange(1, len(values) + 1), "expected_max": stats.expected_max(values)})
+    frames = [pd.DataFrame({**g.columns, "n": np.arange(1, len(values) + 1), "expected_max": stats.expected_max(values)})
               for g, values in _values(df, metric, by)]
     return _units(pd.concat(frames, ignore_index=True), metric, ["expected_max"])
 
@@ -94,7 +94,7 @@ def noise_floor(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataF
         labels, folders, preds = _predictions(g)
         if preds is None:
             continue
-        rows.append({**g.key, **stats.noise_floor(preds == labels[None, :])})
+        rows.append({**g.columns, **stats.noise_floor(preds == labels[None, :])})
     return _units(pd.DataFrame(rows), "test_acc", ["mean", "std", "floor_std", "remainder_std", "binomial_std"])
 
 
@@ -107,7 +107,7 @@ def stability(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFra
         labels, folders, preds = _predictions(g)
         if preds is None:
             continue
-        rows.append({**g.key, **stats.stability(preds, labels)})
+        rows.append({**g.columns, **stats.stability(preds, labels)})
     return _units(pd.DataFrame(rows), "test_acc", ["mean_acc", "ensemble_acc", "churn", "some_wrong", "all_wrong"])
 
 

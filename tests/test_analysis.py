@@ -280,6 +280,25 @@ def test_holm_over_all_pairs(tmp_path):
     assert multipletests([0.01, 0.04, 0.03], method="holm")[1] == pytest.approx([0.03, 0.06, 0.06])
 
 
+
+def test_configs_that_differ_in_many_keys_are_named_by_their_folder(tmp_path):
+    for name, hidden, lr, epochs, shift in (("notebook", (128, 64), 1e-3, 10, 0), ("recipe", (128, 64), 5e-4, 30, 2)):
+        for s in range(3):
+            path = write_record(tmp_path / name / f"seed={s}", seed=s, hidden=hidden, lr=lr,
+                                test_acc=0.97 + 0.01 * (name == "recipe") + 0.001 * s) / "results.json"
+            rec = json.loads(path.read_text())
+            rec["config"]["trainer"] = {"epochs": epochs, "label_smoothing": 0.1 * (shift > 0)}
+            rec["config"]["data"]["augment"] = {"shift": shift}
+            path.write_text(json.dumps(rec))
+    table = summarize(collect(tmp_path))
+    assert list(table["config"]) == ["notebook", "recipe"]
+    assert table["mean"].to_numpy() == pytest.approx([0.971, 0.981])
+    # with few swept keys the keys themselves stay the label
+    few = tmp_path / "few"
+    for hidden in ((16,), (32,)):
+        write_record(few / f"h{hidden[0]}", hidden=hidden)
+    assert "model.hidden" in summarize(collect(few)).columns
+
 # --------------------------------------------------------------------------- expected max
 
 def test_expected_max_hand_worked_and_against_all_subsets():
