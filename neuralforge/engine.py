@@ -113,10 +113,14 @@ class Run:
             log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
             return score
 
-        self.setup()
         last = self.dir / LAST
-        if last.exists():
-            self.restore(checkpoint.load(last))
+        ckpt = checkpoint.load(last) if last.exists() else None
+        if ckpt is not None and ckpt.get("fingerprint") != self.fp:  # before any data is read
+            raise CheckpointError(f"{last} belongs to another config (fingerprint {ckpt.get('fingerprint')}, this "
+                                  f"command gives {self.fp}). Refusing to resume: use another output folder.")
+        self.setup()
+        if ckpt is not None:
+            self.restore(ckpt)
             log.info("Resuming from epoch %d", self.epoch + 1)
         else:
             log.info("No checkpoint found, starting from scratch")
@@ -174,9 +178,6 @@ class Run:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         last = self.dir / LAST
-        if ckpt.get("fingerprint") != self.fp:
-            raise CheckpointError(f"{last} belongs to another config (fingerprint {ckpt.get('fingerprint')}, this "
-                                  f"command gives {self.fp}). Refusing to resume: use another output folder.")
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
