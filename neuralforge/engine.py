@@ -97,6 +97,7 @@ class Run:
         self.specs = [member_spec(spec, k) for k in range(self.K)]
         self.selection = "val_acc" if spec["data"]["val_size"] > 0 else "test_acc"
         self.t0 = time.time()
+        self.final: set[int] = set()  # members whose finished records are written
         self.elapsed_before = 0.0
         self.started = time.time()
 
@@ -296,6 +297,10 @@ class Run:
         now = time.time()
         wall = self.elapsed_before + now - self.t0
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
+            if k in self.final:
+                continue  # its records were written when it finished
+            if m.status != RUNNING:
+                self.final.add(k)
             if m.status == COMPLETE:
                 records.write_predictions(folder, self.best_predictions[k].numpy())
             records.write_history(folder, m.history)
