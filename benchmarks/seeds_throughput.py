@@ -25,8 +25,8 @@ if __name__ == "__main__":
     threads = configure()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"threads: {threads}, harness device: {device}")
-    print(f"| path | K | s/epoch | s/model-epoch | vs notebook | peak RSS (MB) |")
-    print(f"|---|---|---|---|---|---|")
+    print("| path | K | s/epoch | s/model-epoch | vs notebook | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
     base = notebook_epoch(root)
     print(f"| notebook pipeline | 1 | {base:.2f} | {base:.3f} | 1.0x | {peak_rss_mb():.0f} |")
     for k in [1, *sizes]:
