@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from neuralforge import sweeps
-from neuralforge.engine import EXECUTION_WHITELIST, train
+from neuralforge.engine import train
 from neuralforge.errors import NeuralForgeError
 
 
@@ -20,7 +20,9 @@ def _one_line_errors(kind, err, tb):
         sys.__excepthook__(kind, err, tb)
 
 
-@hydra.main(config_path="conf", config_name="config", execution_whitelist=EXECUTION_WHITELIST)
+# What Hydra itself instantiates from the config: the sweep callback (the engine and the
+# Optuna sweeper pass their own whitelists).
+@hydra.main(config_path="conf", config_name="config", execution_whitelist=["neuralforge.sweeps.SweepCallback"])
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     # joblib runs n_jobs jobs at once on this machine; they share its cores

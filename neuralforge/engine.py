@@ -33,10 +33,8 @@ from neuralforge.seeding import group_generators
 
 log = logging.getLogger("neuralforge")
 
-# Targets that configs may name: instantiate() refuses anything else.
-EXECUTION_WHITELIST = [
-    "neuralforge.models.*", "neuralforge.schedules.*", "neuralforge.sweeps.*", "torch.optim.*", "optuna.samplers.*",
-]
+# Targets that model, optimizer and scheduler configs may name: instantiate() refuses anything else.
+EXECUTION_WHITELIST = ["neuralforge.models.*", "neuralforge.schedules.*", "torch.optim.*"]
 LAST, BEST = "last.pt", "best.pt"
 
 
