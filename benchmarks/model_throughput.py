@@ -1,4 +1,4 @@
-"""One training epoch of the MLP and of the CNNs, in one process, on the harness's loop.
+"""One training epoch (the first) of the MLP and of the CNNs, in one process, on the harness's loop.
 
     NEURALFORGE_DATA=$PWD/../shared/data python benchmarks/model_throughput.py
 """
@@ -19,6 +19,6 @@ if __name__ == "__main__":
     print("|---|---|---|")
     base = None
     for name, overrides in ROWS:
-        seconds = harness_epoch(root, *overrides)
+        seconds, = harness_epoch(root, *overrides)
         base = base or seconds
         print(f"| {name} | {seconds:.2f} | {seconds / base:.1f}x |")

@@ -24,24 +24,27 @@ def data_root() -> str:
     return str(Path(root).resolve())
 
 
-def notebook_epoch(root: str) -> float:
-    """Seconds for one training epoch of the notebook's pipeline."""
+def notebook_epoch(root: str, epochs: int = 1) -> list[float]:
+    """Seconds for each training epoch of the notebook's pipeline."""
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     loader = DataLoader(datasets.MNIST(root, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
                           nn.Linear(64, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    tick = time.perf_counter()
-    for x, y in loader:
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-    return time.perf_counter() - tick
+    seconds = []
+    for _ in range(epochs):
+        tick = time.perf_counter()
+        for x, y in loader:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        seconds.append(time.perf_counter() - tick)
+    return seconds
 
 
-def harness_epoch(root: str, *overrides: str) -> float:
-    """Seconds for one training epoch of the harness's loop (the data already on the device)."""
+def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:
+    """Seconds for each training epoch of the harness's loop (the data already on the device)."""
     import tempfile
 
     from hydra import compose, initialize_config_dir
@@ -54,9 +57,12 @@ def harness_epoch(root: str, *overrides: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         run = Run.prepare(cfg, tmp)
         run.setup()
-        tick = time.perf_counter()
-        run.train_epoch()
-        return time.perf_counter() - tick
+        seconds = []
+        for _ in range(epochs):
+            tick = time.perf_counter()
+            run.train_epoch()
+            seconds.append(time.perf_counter() - tick)
+        return seconds
 
 
 def configure(threads: int | None = None) -> int:

@@ -156,7 +156,8 @@ class Run:
 
         t = spec["trainer"]
         self.steps = math.ceil(self.train_idx.shape[1] / t["batch_size"])
-        self.optimizer = build(cfg.optimizer)(self.model.parameters())
+        self.params = list(self.model.parameters())
+        self.optimizer = build(cfg.optimizer)(self.params)
         self.scheduler = build(cfg.scheduler)(self.optimizer, total_steps=t["epochs"] * self.steps)
         self.members = [Member() for _ in range(K)]
         self.best_predictions = torch.zeros(K, len(self.data.test_y), dtype=torch.uint8)
@@ -236,10 +237,13 @@ class Run:
             logits = self.model(x, self.gens["dropout"])
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
                                    label_smoothing=t["label_smoothing"])
-            self.optimizer.zero_grad(set_to_none=True)
-            # the sum over members of each member's mean loss: members share no parameters,
-            # so each one's gradient is exactly its own
-            (loss.sum() / y.shape[1]).backward()
+            # not optimizer.zero_grad(): its profiler record_function cost 40 us a step here
+            for p in self.params:
+                p.grad = None
+            # the gradient of the sum over members of each member's mean loss, seeded directly:
+            # members share no parameters, so each one's gradient is exactly its own, and no
+            # sum or division joins the graph (3% of a single run's epoch)
+            loss.backward(torch.full_like(loss, 1 / y.shape[1]))
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 
@@ -49,7 +50,25 @@ def configure_cpu(threads: int) -> int:
     # Adam's second moments decay into denormal floats, which x86 computes with slowly:
     # flushing them to zero made the optimizer step 3x faster here.
     torch.set_flush_denormal(True)
+    keep_freed_memory()
     return torch.get_num_threads()
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc serve large tensors from its heap and keep what is freed for reuse.
+
+    By default glibc maps each allocation above its threshold afresh and unmaps it on free,
+    so a group's batch and gradients, re-allocated every step, were page-faulted in anew:
+    660 faults a step at K=32 and 12,500 at K=128, a third of K=128's step time. This is the
+    reuse that PyTorch's CPU tuning guide gets from jemalloc or tcmalloc, without LD_PRELOAD.
+    Returns False where the C library has no mallopt (macOS, Windows).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def device_name(device: torch.device) -> str:
