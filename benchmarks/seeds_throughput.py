@@ -5,33 +5,46 @@ and K seeds trained together in one process.
 
 Each path trains two epochs; the table gives the second, which is what every later epoch of a
 run costs (the first also pays one-off costs: first touches of memory, the optimizer's state).
-Peak RSS is the process's high-water mark after each row; the rows run in increasing K, so
-each row's figure is that K's peak.
+Each row runs in a fresh child process, one after another, so that its peak RSS is its own:
+the harness keeps freed memory for reuse, so an earlier, smaller K would stay in a later row's
+high-water mark.
 """
 
+import multiprocessing
 import resource
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
 from notebook import configure, data_root, harness_epoch, notebook_epoch
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def row(root: str, k: int, device: str) -> tuple[float, float]:
+    """Seconds of the second epoch and peak RSS in MB; k = 0 is the notebook's pipeline."""
+    configure()
+    if k == 0:
+        seconds = notebook_epoch(root, epochs=2)[-1]
+    else:
+        seconds = harness_epoch(root, f"n_seeds={k}", f"device={device}", epochs=2)[-1]
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
     root = data_root()
     sizes = [int(k) for k in sys.argv[1:]] or [8, 32, 128]
-    threads = configure()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"threads: {threads}, harness device: {device}")
+    print(f"threads: {configure()}, harness device: {device}")
     print("| path | K | s/epoch | s/model-epoch | vs notebook | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
-    base = notebook_epoch(root, epochs=2)[-1]
-    print(f"| notebook pipeline | 1 | {base:.2f} | {base:.3f} | 1.0x | {peak_rss_mb():.0f} |")
-    for k in [1, *sizes]:
-        seconds = harness_epoch(root, f"n_seeds={k}", f"device={device}", epochs=2)[-1]
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+    base = None
+    for k in [0, 1, *sizes]:
+        seconds, rss = pool.submit(row, root, k, device).result()
+        if k == 0:
+            base = seconds
+            print(f"| notebook pipeline | 1 | {base:.2f} | {base:.3f} | 1.0x | {rss:.0f} |", flush=True)
+            continue
         path = "harness single run" if k == 1 else "harness, K seeds together"
-        print(f"| {path} | {k} | {seconds:.2f} | {seconds / k:.3f} | {base / (seconds / k):.1f}x | {peak_rss_mb():.0f} |")
+        print(f"| {path} | {k} | {seconds:.2f} | {seconds / k:.3f} | {base / (seconds / k):.1f}x | {rss:.0f} |",
+              flush=True)
