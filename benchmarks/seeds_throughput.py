@@ -5,9 +5,8 @@ and K seeds trained together in one process.
 
 Each path trains two epochs; the table gives the second, which is what every later epoch of a
 run costs (the first also pays one-off costs: first touches of memory, the optimizer's state).
-Each row runs in a fresh child process, one after another, so that its peak RSS is its own:
-the harness keeps freed memory for reuse, so an earlier, smaller K would stay in a later row's
-high-water mark.
+Each row runs in a fresh child process, one after another, so that its peak RSS is its own
+and not the high-water mark of the rows before it.
 """
 
 import multiprocessing

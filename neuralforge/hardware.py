@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 
@@ -50,30 +49,7 @@ def configure_cpu(threads: int) -> int:
     # Adam's second moments decay into denormal floats, which x86 computes with slowly:
     # flushing them to zero made the optimizer step 3x faster here.
     torch.set_flush_denormal(True)
-    keep_freed_memory()
     return torch.get_num_threads()
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc serve large tensors from its heap and keep what is freed for reuse.
-
-    By default glibc maps each allocation above its threshold afresh and unmaps it on free,
-    so a group's batch and gradients, re-allocated every step, were page-faulted in anew:
-    1,100 to 1,500 faults a step at K=32 and 11,000 to 13,500 at K=128, a quarter of K=128's
-    step time. This is the reuse that PyTorch's CPU tuning guide gets from jemalloc or
-    tcmalloc, without LD_PRELOAD.
-    One arena, because memory freed in one thread's arena cannot serve another's: with mapping
-    off and glibc's several arenas, one of four K=64 runs peaked at 6.6 GB of RSS instead of
-    1.3-1.4 GB; with one arena, five runs stayed within 1.3-1.8 GB.
-    Returns False where the C library has no mallopt (macOS, Windows).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-    return all(mallopt(option, value) for option, value in
-               ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30)))
 
 
 def device_name(device: torch.device) -> str:

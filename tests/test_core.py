@@ -6,8 +6,6 @@ import json
 import math
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -314,33 +312,6 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(make_cfg, tmp_path
     lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
     train(make_cfg(), tmp_path)
     assert records.read_results(tmp_path)["status"] == "complete" and not lock.exists()
-
-
-# ---------------------------------------------------------------- hardware
-FAULTS_OF_A_REUSED_TENSOR = """
-import resource, torch
-from neuralforge import hardware
-
-def faults():  # page faults of a 64 MB tensor allocated, written and freed
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(16 << 20).fill_(1.0)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-faults()
-default = faults()
-applied = hardware.keep_freed_memory()
-print(default, applied, *[faults() for _ in range(6)])
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's: Linux only")
-def test_freed_tensors_are_reused_without_page_faults():
-    out = subprocess.run([sys.executable, "-c", FAULTS_OF_A_REUSED_TENSOR], capture_output=True, text=True, check=True)
-    default, applied, *kept = out.stdout.split()
-    assert applied == "True"
-    # the heap grows to fit the first few (aligned allocations do not reuse a freed block
-    # of their own size at once), then serves every later one without a fault
-    assert int(default) > 0 and int(kept[-1]) * 10 < int(default), out.stdout
 
 
 # ---------------------------------------------------------------- real data
