@@ -237,7 +237,7 @@ class Run:
             logits = self.model(x, self.gens["dropout"])
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
                                    label_smoothing=t["label_smoothing"])
-            # not optimizer.zero_grad(): its profiler record_function cost 40 us a step here
+            # not optimizer.zero_grad(), which took 45 us a step in this loop against 6 us
             for p in self.params:
                 p.grad = None
             # the gradient of the sum over members of each member's mean loss, seeded directly:

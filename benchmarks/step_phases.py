@@ -1,0 +1,65 @@
+"""Where a training step's time goes: the phases of `Run.train_epoch`'s loop, timed with a clock
+around each (CPU work is synchronous, so no profiler and none of its distortion is needed).
+
+    NEURALFORGE_DATA=$PWD/../shared/data python benchmarks/step_phases.py [K ...]
+
+It replays the loop's steps for the default MLP (no augmentation, no scheduler) after one
+warm-up epoch, and prints microseconds per step for each phase.
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from neuralforge.engine import Run, gather
+from notebook import configure, data_root
+
+PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")
+
+
+def phases(root: str, K: int, steps: int = 400) -> dict[str, float]:
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf")):
+        cfg = compose("config", overrides=[f"data.root={root}", "device=cpu", f"n_seeds={K}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run.prepare(cfg, tmp)
+        run.setup()
+        run.train_epoch()
+        X, Y, order, B = run.data.train_x, run.data.train_y, run.train_idx, cfg.trainer.batch_size
+        total = dict.fromkeys(PHASES, 0.0)
+        for s in range(steps):
+            t = [time.perf_counter()]
+            x, y = gather(X, Y, order[:, s * B:(s + 1) * B])
+            t.append(time.perf_counter())
+            logits = run.model(x)
+            t.append(time.perf_counter())
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            t.append(time.perf_counter())
+            for p in run.params:
+                p.grad = None
+            t.append(time.perf_counter())
+            loss.backward(torch.full_like(loss, 1 / B))
+            t.append(time.perf_counter())
+            run.optimizer.step()
+            t.append(time.perf_counter())
+            loss.detach().view(K, -1), logits.detach().argmax(-1)
+            t.append(time.perf_counter())
+            for name, a, b in zip(PHASES, t, t[1:]):
+                total[name] += (b - a) / steps * 1e6
+        return total
+
+
+if __name__ == "__main__":
+    root = data_root()
+    sizes = [int(k) for k in sys.argv[1:]] or [1, 32]
+    print(f"threads: {configure()}")
+    print("| K | " + " | ".join(PHASES) + " | step | per model |")
+    print("|---" * (len(PHASES) + 3) + "|")
+    for K in sizes:
+        us = phases(root, K)
+        step = sum(us.values())
+        print(f"| {K} | " + " | ".join(f"{v:.0f}" for v in us.values()) + f" | {step:.0f} | {step / K:.0f} |")
