@@ -3,7 +3,7 @@
     NEURALFORGE_DATA=$PWD/../shared/data python benchmarks/epoch_speed.py
 
 Each side trains two epochs. The first carries one-off costs (first touches of memory, the
-optimizer's state, MKL's kernel choice); the second is what every later epoch of a run costs.
+optimizer's state); the second is what every later epoch of a run costs.
 """
 
 from notebook import configure, data_root, harness_epoch, notebook_epoch
