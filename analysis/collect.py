@@ -22,13 +22,12 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisError, NoCompleteRuns
+from neuralforge.liveness import run_state  # the sweep summary's rule too
 
 RESULTS, MANIFEST = "results.json", "manifest.json"
-COMPLETE, RUNNING = "complete", "running"
-STALE = "stale"  # recorded as running, but nobody is writing it any more
+COMPLETE = "complete"  # the others: failed, running, stale (recorded as running, nobody writes it)
 MISSING = "missing"  # listed in the sweep's manifest, never wrote results.json
 UNREADABLE = "unreadable"
-STALE_AFTER_S = 30 * 60
 
 # The record's spellings, in the record's order; metrics the trainer adds later follow them.
 METRICS = ("best_epoch", "epochs_run", "selection", "val_acc", "val_loss", "test_acc", "test_loss",
@@ -135,7 +134,7 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
         return {"status": UNREADABLE, "error": f"{type(err).__name__}: {err}", "folder": folder}, {}
     metrics = rec.get("metrics") or {}
     timing = rec.get("timing") or {}
-    row = {"status": _status(rec, host, now), **metrics,
+    row = {"status": run_state(rec, now, host), **metrics,
            "wall_seconds": timing.get("wall_seconds"), "seconds_per_epoch": timing.get("seconds_per_epoch"),
            "n_params": rec.get("n_params"), "error": rec.get("error"),
            "overrides": " ".join(rec.get("overrides") or []), "folder": folder}
@@ -150,31 +149,6 @@ def _flatten(tree: dict[str, Any], prefix: str = ""):
             yield f"{prefix}{key}", str(value)  # "[128, 64]": hashable, groups and sorts like the override
         else:
             yield f"{prefix}{key}", value
-
-
-def _status(rec: dict[str, Any], host: str, now: float) -> str:
-    status = rec.get("status")
-    if status != RUNNING:
-        return status
-    # On this host the pid says whether the writer lives; from another host only the
-    # heartbeat can (the same rule as the sweep's own summary).
-    prov = rec.get("provenance") or {}
-    if prov.get("host") == host:
-        return RUNNING if _alive(prov.get("pid")) else STALE
-    heartbeat = (rec.get("timing") or {}).get("heartbeat")
-    return STALE if heartbeat is None or now - heartbeat > STALE_AFTER_S else RUNNING
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or os.name == "nt":  # os.kill(pid, 0) terminates the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, owned by someone else
-        return True
-    return True
 
 
 def _expected(manifest: str) -> list[tuple[str, str]]:

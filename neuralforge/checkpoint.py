@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from neuralforge.errors import CheckpointError, LockedError
+from neuralforge.liveness import process_alive
 
 LOCK = ".lock"
 
@@ -80,17 +81,6 @@ def load_weights(model: nn.Module, path: Path) -> None:
         tensor.copy_(weights[name].expand_as(tensor))
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """An exclusively created lock file holding pid and host.
 
@@ -110,7 +100,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder.get("host") == me["host"] and not process_alive(int(holder.get("pid", -1))):
+                if holder.get("host") == me["host"] and not process_alive(holder.get("pid")):
                     self.path.unlink(missing_ok=True)  # its process is gone: take it over
                     continue
                 where = f"pid {holder.get('pid')} on {holder.get('host')}"

@@ -1,6 +1,7 @@
 """The files a run leaves for analysis: results.json, history.csv and predictions.npy.
 
-This schema is the contract between the trainer and `analysis`; neither imports the other.
+This schema is the contract between the trainer and `analysis`; neither imports the other's
+internals (analysis shares only `liveness`, the rule that tells a stale run from a live one).
 Accuracies are fractions in [0, 1].
 """
 

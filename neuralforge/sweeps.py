@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,12 +16,11 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
-from neuralforge.checkpoint import process_alive
+from neuralforge.liveness import run_state
 
 log = logging.getLogger("neuralforge.sweep")
 
 MANIFEST = "manifest.json"
-STALE_AFTER_S = 1800  # a heartbeat this old from another host means its process is gone
 STATES = ("complete", "failed", "stale", "running", "missing")
 
 
@@ -55,16 +53,6 @@ def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], **extra: Any) ->
     manifest = {**old, **extra, "updated": time.time(), "jobs": sorted(by_folder.values(), key=lambda j: j["folder"])}
     records.write_json(path, manifest)
     return manifest
-
-
-def run_state(rec: dict[str, Any], now: float | None = None) -> str:
-    """complete | failed | running (its process lives) | stale (a running record whose process is gone)."""
-    if rec["status"] != records.RUNNING:
-        return rec["status"]
-    prov, heartbeat = rec.get("provenance", {}), rec.get("timing", {}).get("heartbeat", 0)
-    if prov.get("host") == socket.gethostname():
-        return "running" if process_alive(int(prov.get("pid", -1))) else "stale"
-    return "stale" if (now or time.time()) - heartbeat > STALE_AFTER_S else "running"
 
 
 def job_states(sweep_dir: Path) -> dict[str, list[Path]]:

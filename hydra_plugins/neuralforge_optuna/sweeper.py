@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
-from neuralforge.checkpoint import process_alive
+from neuralforge.liveness import process_alive, run_state
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,14 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
     def fail_stale(self, study: optuna.Study, sweep_dir: Path) -> None:
         now = time.time()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            host, pid = t.user_attrs.get("nf_host"), t.user_attrs.get("nf_pid", -1)
+            host, pid = t.user_attrs.get("nf_host"), t.user_attrs.get("nf_pid")
             if host == self.me["host"]:
-                stale = not process_alive(int(pid))
+                stale = not process_alive(pid)
             else:
                 runs = [json.loads(p.read_text())
                         for p in (sweep_dir / t.user_attrs.get("nf_folder", "")).rglob(records.RESULTS)]
                 started = t.datetime_start.timestamp() if t.datetime_start else now
-                stale = (all(sweeps.run_state(r, now) == "stale" for r in runs) if runs
+                stale = (all(run_state(r, now) == "stale" for r in runs) if runs
                          else now - started > self.stale_after_s)
             if stale:
                 log.warning("Trial %d was left RUNNING by a process that is gone: marking it failed", t.number)
