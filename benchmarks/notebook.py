@@ -16,6 +16,8 @@ from torchvision import datasets, transforms
 
 from neuralforge import hardware
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def data_root() -> str:
     root = os.environ.get("NEURALFORGE_DATA")
@@ -43,19 +45,22 @@ def notebook_epoch(root: str, epochs: int = 1) -> list[float]:
     return seconds
 
 
+def harness_config(root: str, *overrides: str):
+    """The project's composed config, on the CPU unless an override says otherwise."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf")):
+        return compose("config", overrides=[f"data.root={root}", "device=cpu", *overrides])
+
+
 def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:
     """Seconds for each training epoch of the harness's loop (the data already on the device)."""
     import tempfile
 
-    from hydra import compose, initialize_config_dir
-
     from neuralforge.engine import Run
 
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf):
-        cfg = compose("config", overrides=[f"data.root={root}", "device=cpu", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        run = Run.prepare(cfg, tmp)
+        run = Run.prepare(harness_config(root, *overrides), tmp)
         run.setup()
         seconds = []
         for _ in range(epochs):

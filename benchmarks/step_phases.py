@@ -10,21 +10,18 @@ warm-up epoch, and prints microseconds per step for each phase.
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from neuralforge.engine import Run, gather
-from notebook import configure, data_root
+from notebook import configure, data_root, harness_config
 
 PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")
 
 
 def phases(root: str, K: int, steps: int = 400) -> dict[str, float]:
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf")):
-        cfg = compose("config", overrides=[f"data.root={root}", "device=cpu", f"n_seeds={K}"])
+    cfg = harness_config(root, f"n_seeds={K}")
     with tempfile.TemporaryDirectory() as tmp:
         run = Run.prepare(cfg, tmp)
         run.setup()

@@ -16,11 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from notebook import configure, data_root
-
-REPO = Path(__file__).resolve().parents[1]
+from notebook import REPO, configure, data_root, harness_config
 
 
 def engine_at(rev: str, folder: str):
@@ -44,8 +40,7 @@ if __name__ == "__main__":
     from neuralforge import engine
 
     print(f"threads: {configure()}")
-    with initialize_config_dir(config_dir=str(REPO / "conf")):
-        cfg = compose("config", overrides=[f"data.root={data_root()}", "device=cpu", *args.overrides])
+    cfg = harness_config(data_root(), *args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for name, module in ((args.rev, engine_at(args.rev, tmp)), ("working tree", engine)):
