@@ -7,8 +7,8 @@ per model-epoch at K >= 32).
 For each K (1 and 32 unless given), in microseconds per step:
 - loop: a step of the real loop, from its second epoch;
 - no arithmetic: the same loop with `model.hidden=[1,1]`, whose products cost next to nothing.
-  What remains is the part no model size changes: gathering the batch, dispatching some
-  35 ops, autograd, the optimizer's Python;
+  What remains is the part no model size changes: gathering the batch, dispatching each
+  op, autograd, the optimizer's Python;
 - the three heaviest kernels, the first layer's product, its weight gradient and the fused
   Adam step, each repeated alone on warm caches, less the same kernel of the no-arithmetic model.
 
