@@ -12,9 +12,8 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
-from neuralforge.engine import Run, gather
+from neuralforge.engine import Run, gather, member_loss
 from notebook import configure, data_root, harness_config
 
 PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")
@@ -34,7 +33,7 @@ def phases(root: str, K: int, steps: int = 400) -> dict[str, float]:
             t.append(time.perf_counter())
             logits = run.model(x)
             t.append(time.perf_counter())
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            loss = member_loss(logits, y)
             t.append(time.perf_counter())
             for p in run.params:
                 p.grad = None
@@ -43,7 +42,7 @@ def phases(root: str, K: int, steps: int = 400) -> dict[str, float]:
             t.append(time.perf_counter())
             run.optimizer.step()
             t.append(time.perf_counter())
-            loss.detach().view(K, -1), logits.detach().argmax(-1)
+            loss.detach(), logits.detach().argmax(-1)
             t.append(time.perf_counter())
             for name, a, b in zip(PHASES, t, t[1:]):
                 total[name] += (b - a) / steps * 1e6
