@@ -82,6 +82,9 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
     runs = pd.DataFrame(rows)
     extra = [c for c in runs.columns if c not in RUN_COLUMNS]  # metrics newer than this module
     runs = runs.reindex(columns=[*RUN_COLUMNS[:-3], *extra, *RUN_COLUMNS[-3:]])
+    # records write a missing value as null: None, and a column of only None, must be NaN
+    numeric = [c for c in (*METRICS, "wall_seconds", "seconds_per_epoch", "n_params") if c != "selection"]
+    runs[numeric] = runs[numeric].apply(pd.to_numeric)
     df = pd.concat([cfg[varying], runs], axis=1)
     df = df.iloc[sorted(range(len(df)), key=lambda i: _natural(df["folder"].iat[i]))].reset_index(drop=True)
     df.attrs = {"config_keys": varying, "constants": constants, "roots": [str(r) for r in roots]}

@@ -55,7 +55,7 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is refused: it holds more than tensors and primitives "
                               f"(weights_only load failed: {first}). Only load checkpoints you trust; "
                               f"delete it to start again.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch's legacy unpickler raises KeyError and others on junk
         raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err}). "
                               f"Delete it to start again, or use another output folder.") from None
     if not isinstance(obj, dict):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -199,6 +200,8 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.data.augment.shift >= 0, f"data.augment.shift must be >= 0, got {cfg.data.augment.shift}")
     need(cfg.trial is None or cfg.data.val_size > 0,
          "a search needs a validation set to choose on: data.val_size=0 would select on the test set")
+    need(t.init_from is None or Path(t.init_from).is_file(),
+         f"trainer.init_from={t.init_from}: no such file (give the path of a run's best.pt)")
     need(cfg.n_seeds > 0, f"n_seeds must be positive, got {cfg.n_seeds}")
     need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"),

@@ -164,8 +164,11 @@ class Run:
         t = spec["trainer"]
         self.steps = math.ceil(self.train_idx.shape[1] / t["batch_size"])
         self.params = list(self.model.parameters())
-        self.optimizer = build(cfg.optimizer)(self.params)
-        self.scheduler = build(cfg.scheduler)(self.optimizer, total_steps=t["epochs"] * self.steps)
+        try:
+            self.optimizer = build(cfg.optimizer)(self.params)
+            self.scheduler = build(cfg.scheduler)(self.optimizer, total_steps=t["epochs"] * self.steps)
+        except ValueError as err:  # torch's own checks, e.g. betas or pct_start out of range
+            raise ConfigError(f"optimizer or scheduler setting refused by torch: {err}") from None
         self.members = [Member() for _ in range(K)]
         self.best_predictions = torch.zeros(K, len(self.data.test_y), dtype=torch.uint8)
         self.epoch = 0
@@ -347,6 +350,9 @@ class Run:
                      self.epoch, epochs, len(h), val.mean(), val.min(), val.max(), test.mean(), seconds)
 
     def finish(self) -> float:
+        # a no-op after the loop's own last write; it completes the records of a run killed
+        # between its final last.pt and them, whose relaunch restores with nothing left to train
+        self.write_records()
         if not self.spec["trainer"]["keep_last"] and all(m.status != RUNNING for m in self.members):
             (self.dir / LAST).unlink(missing_ok=True)
         failed = [(f, m.error) for f, m in zip(self.folders, self.members) if m.status == FAILED]

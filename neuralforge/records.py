@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import socket
@@ -30,7 +31,19 @@ RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()))
+    """Strict JSON, which every parser reads: NaN and infinities (no validation set, a diverged
+    loss) are written as null."""
+    atomic_write(path, lambda f: f.write(json.dumps(_finite(obj), indent=2, allow_nan=False).encode()))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def read_results(folder: Path) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from omegaconf.errors import ValidationError
 
 from neuralforge import checkpoint, data, records
 from neuralforge.config import fingerprint
-from neuralforge.engine import LAST, train
+from neuralforge.engine import LAST, Run, train
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
                                 NeuralForgeError)
 from neuralforge.models import MLP
@@ -153,6 +153,28 @@ def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog):
     assert np.array_equal(np.load(tmp_path / "straight/predictions.npy"), np.load(tmp_path / "killed/predictions.npy"))
 
 
+def test_run_killed_between_its_last_checkpoint_and_records_completes_them(make_cfg, tmp_path, monkeypatch):
+    write = Run.write_records
+
+    def killed_before_final_records(run):
+        if run.epoch == 2:
+            raise Interrupted  # last.pt of the final epoch is on disk; its records are not
+        write(run)
+
+    monkeypatch.setattr(Run, "write_records", killed_before_final_records)
+    with pytest.raises(Interrupted):
+        train(make_cfg("trainer.epochs=2"), tmp_path / "killed")
+    monkeypatch.undo()
+    assert records.read_results(tmp_path / "killed")["status"] == "running"
+    train(make_cfg("trainer.epochs=2"), tmp_path / "killed")
+    train(make_cfg("trainer.epochs=2"), tmp_path / "straight")
+    a, b = records.read_results(tmp_path / "straight"), records.read_results(tmp_path / "killed")
+    assert b["status"] == "complete" and a["metrics"] == b["metrics"] and b["metrics"]["epochs_run"] == 2
+    pd.testing.assert_frame_equal(history(tmp_path / "straight").drop(columns="seconds"),
+                                  history(tmp_path / "killed").drop(columns="seconds"), check_exact=True)
+    assert np.array_equal(np.load(tmp_path / "straight/predictions.npy"), np.load(tmp_path / "killed/predictions.npy"))
+
+
 def test_complete_run_is_not_retrained(make_cfg, tmp_path, caplog):
     first = train(make_cfg(), tmp_path)
     stamp = (tmp_path / LAST).stat().st_mtime_ns
@@ -176,8 +198,13 @@ def test_early_stopping_after_patience(make_cfg, tmp_path):
 
 def test_val_size_zero_selects_on_test_and_says_so(make_cfg, tmp_path):
     score = train(make_cfg("data.val_size=0"), tmp_path)
-    m = records.read_results(tmp_path)["metrics"]
-    assert m["selection"] == "test_acc" and score == m["test_acc"] and m["val_acc"] is not None
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    # strict JSON, as any parser reads it: the missing validation figures are null, not NaN
+    m = json.loads((tmp_path / records.RESULTS).read_text(), parse_constant=refuse)["metrics"]
+    assert m["selection"] == "test_acc" and score == m["test_acc"] and m["val_acc"] is None
     assert history(tmp_path).val_acc.isna().all()
 
 
@@ -227,12 +254,15 @@ def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     ("optimizer.lr=-0.1", "lr must be positive"),
     ("model.dropout=1.0", "dropout"),
     ("device=cuda", "no CUDA GPU"),
+    ("trainer.init_from=nowhere/best.pt", "no such file"),
+    ("optimizer.betas=[2,3]", "beta parameter"),  # refused by torch.optim.Adam itself
+    ("scheduler=one_cycle scheduler.pct_start=2", "pct_start"),  # and by OneCycleLR
 ])
 def test_bad_values_get_one_line_errors(make_cfg, tmp_path, override, message):
     if override == "device=cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(NeuralForgeError, match=message) as err:
-        train(make_cfg(override), tmp_path)
+        train(make_cfg(*override.split()), tmp_path)
     assert "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
@@ -296,6 +326,9 @@ def test_checkpoint_of_another_config_is_refused(make_cfg, tmp_path):
 def test_foreign_checkpoint_is_refused(make_cfg, tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / LAST)
     with pytest.raises(CheckpointError, match="another config"):
+        train(make_cfg(), tmp_path)
+    (tmp_path / LAST).write_text("hello world\n")  # torch's legacy unpickler raises KeyError on this
+    with pytest.raises(CheckpointError, match="unreadable"):
         train(make_cfg(), tmp_path)
 
 
