@@ -13,15 +13,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-from neuralforge import records, sweeps
+from neuralforge import hardware, records, sweeps
 
 from conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(idx_root, *args, check=True, timeout=240):
-    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, *args]
+def run(idx_root, *args, check=True, timeout=240, fast=FAST):
+    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *fast, *args]
     env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if check and out.returncode != 0:
@@ -70,6 +70,20 @@ def test_parallel_and_cluster_launchers_run_a_sweep(idx_root, tmp_path, launcher
     recs = results(tmp_path)
     assert sorted(r["seed"] for r in recs.values()) == [0, 1]
     assert all(r["status"] == "complete" for r in recs.values())
+
+
+def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_path):
+    default_threads = [o for o in FAST if not o.startswith("threads=")]
+    run(idx_root, "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}",
+        fast=default_threads)
+    first = results(tmp_path)
+    # joblib's two workers got half the cores each; the basic launcher would give one job all of them
+    threads = {r["config"]["threads"] for r in first.values()}
+    assert threads == {hardware.default_threads(2)}
+    out = run(idx_root, "-m", "seed=0,1", f"threads={threads.pop()}", f"hydra.sweep.dir={tmp_path}",
+              fast=default_threads)
+    assert (out.stdout + out.stderr).count("Skipped: run already complete") == 2
+    assert results(tmp_path) == first  # the same folders, nothing retrained beside them
 
 
 def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
