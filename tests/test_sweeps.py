@@ -12,6 +12,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hydra.utils import instantiate
+from hydra_plugins.neuralforge_optuna.sweeper import SAMPLER_WHITELIST, ResumableSweeperImpl
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from neuralforge import hardware, records, sweeps
 
@@ -142,6 +146,28 @@ def test_optuna_search_resumes_its_study(idx_root, tmp_path):
     assert rec["config"]["trial"] == 5 and rec["config"]["n_seeds"] == 2
 
 
+def test_searches_asking_at_once_draw_different_points_and_a_seed_replays_them(tmp_path):
+    conf = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 0})
+    space = {"optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
+             "trainer.batch_size": CategoricalDistribution([32, 64, 128, 256])}
+
+    def sweeper(storage):
+        sampler = instantiate(conf, _execution_whitelist_=SAMPLER_WHITELIST)
+        return ResumableSweeperImpl(sampler, "maximize", storage, "study", 6, 1, 1.0, None, None,
+                                    sampler_config=conf, stale_after_s=1800.0)
+
+    # two searches started together: both open the study, seeing the same trials, before either asks
+    a, b = sweeper(f"sqlite:///{tmp_path}/shared.db"), sweeper(f"sqlite:///{tmp_path}/shared.db")
+    study_a, study_b = a.open_study(), b.open_study()
+    drawn = []
+    for _ in range(3):
+        drawn += [a.ask(study_a, space, {}, [])[1], b.ask(study_b, space, {}, [])[1]]
+    assert len(set(drawn)) == 6
+    alone = sweeper(f"sqlite:///{tmp_path}/alone.db")
+    study = alone.open_study()
+    assert [alone.ask(study, space, {}, [])[1] for _ in range(6)] == drawn  # trial k draws with seed + k
+
+
 def test_optuna_marks_a_killed_trial_failed_and_replaces_it(idx_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     (tmp_path).mkdir(exist_ok=True)
@@ -169,6 +195,8 @@ def test_two_searches_share_one_study(idx_root, tmp_path):
     # n_trials is the study's total; two processes asking at the same moment may each add one
     assert 8 <= len(study.trials) <= 9 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert {t.user_attrs["nf_pid"] for t in study.trials} == {p.pid for p in procs}
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(drawn)) == len(drawn)  # no point proposed twice
     for t in study.trials:
         rec = records.read_results(tmp_path / f"trial_{t.number:04d}")
         assert rec["status"] == "complete" and rec["config"]["trial"] == t.number

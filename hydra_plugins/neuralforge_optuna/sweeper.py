@@ -3,8 +3,9 @@
 What it changes in the stock OptunaSweeper (hydra-optuna-sweeper 1.4.0rc3):
 - trial folders are named by trial number (trial_0007), never by a per-launch job counter;
 - `n_trials` is the study's total: a relaunch runs only the trials still missing;
-- the sampler is reseeded from its seed and the number of trials already in the study, so a
-  relaunch does not replay the first launch's proposals;
+- each trial's values are drawn by the sampler reseeded with its seed plus the trial's number:
+  a relaunch does not replay the first launch's proposals, and two searches asking at the same
+  moment, which get different numbers, do not propose the same point;
 - RUNNING trials whose process is gone are marked failed (and replaced);
 - the storage folder is created first; `journal:<path>` builds Optuna's journal file storage;
 - the job is told its trial (the `trial` key), and the per-seed values from its results.json
@@ -22,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 import sqlalchemy.exc
@@ -104,13 +105,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
         study = self.open_study()
         self.fail_stale(study, sweep_dir)
-        study.sampler = self.reseeded(len(study.trials))
         log.info("Study %s in %s: %d trials so far, %d asked for", study.study_name, self.storage,
                  len(study.trials), self.n_trials)
 
         while (to_go := self.n_trials - self.counted(study)) > 0:
-            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
-            overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
+            asked = [self.ask(study, space, fixed, fixed_overrides) for _ in range(min(to_go, self.n_jobs))]
+            trials, overrides = [t for t, _ in asked], [o for _, o in asked]
             jobs = []
             for trial, job in zip(trials, overrides):
                 folder = f"trial_{trial.number:04d}"
@@ -140,12 +140,20 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def reseeded(self, n_existing: int) -> Any:
-        """The configured sampler, its seed moved on by the trials already in the study."""
+    def ask(self, study: optuna.Study, space: dict[str, Any], fixed: dict[str, Any],
+            fixed_overrides: list[str]) -> tuple[optuna.trial.Trial, Sequence[str]]:
+        """A new trial and its overrides, its values drawn with the sampler's seed plus its number.
+
+        The number is unique in the study: two processes asking at once, which would both see
+        the same count of trials, still draw differently. A sampler with no seed draws from
+        fresh entropy anyway. (Samplers that draw jointly, such as CMA-ES, do so inside `ask`,
+        before the reseeding; the stock samplers' independent draws come after it.)"""
+        trial = study.ask()
         seed = self.sampler_config.get("seed")
-        if seed is None or self.sampler_config.get("_partial_"):
-            return self.sampler
-        return instantiate(self.sampler_config, seed=seed + n_existing, _execution_whitelist_=SAMPLER_WHITELIST)
+        if seed is not None and not self.sampler_config.get("_partial_"):
+            study.sampler = instantiate(self.sampler_config, seed=seed + trial.number,
+                                        _execution_whitelist_=SAMPLER_WHITELIST)
+        return trial, self._configure_trials([trial], space, fixed, fixed_overrides)[0]
 
     def counted(self, study: optuna.Study) -> int:
         """Trials that count toward n_trials: all but those failed because their process died."""
