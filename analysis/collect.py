@@ -5,7 +5,8 @@ Histories, predictions and test labels are read later, only by the analyses that
 run would take most of that.
 
 Rows keep every run, whatever its status, so that problems() can list what is not there;
-the analyses use complete() and never see a failed, stale, running or missing run.
+the analyses use complete() and never see a failed, stale, running or missing run, nor a
+repeat of a run already counted.
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ from analysis.errors import AnalysisError, NoCompleteRuns
 from neuralforge.liveness import run_state  # the sweep summary's rule too
 
 RESULTS, MANIFEST = "results.json", "manifest.json"
+# Keys that change where or how fast a run computes, not what: they split neither a config nor a seed
+NON_SEMANTIC = frozenset({
+    "n_seeds", "seeds_per_trial", "threads", "device",
+    "data.root", "data.download", "trainer.keep_last", "trainer.eval_batch_size",
+    "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
+})
 COMPLETE = "complete"  # the others: failed, running, stale (recorded as running, nobody writes it)
 MISSING = "missing"  # listed in the sweep's manifest, never wrote results.json
+REPEAT = "repeat"  # complete, but another complete run already has its config and seeds
 UNREADABLE = "unreadable"
 
 # The record's spellings, in the record's order; metrics the trainer adds later follow them.
@@ -88,7 +96,22 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
     df = pd.concat([cfg[varying], runs], axis=1)
     df = df.iloc[sorted(range(len(df)), key=lambda i: _natural(df["folder"].iat[i]))].reset_index(drop=True)
     df.attrs = {"config_keys": varying, "constants": constants, "roots": [str(r) for r in roots]}
+    _mark_repeats(df)
     return df
+
+
+def _mark_repeats(df: pd.DataFrame) -> None:
+    """The same seeds of one config trained twice (a group and single runs, a relaunch with
+    another thread count, two trials that drew the same values) are one sample, not two: the
+    first run by folder counts, the others are listed as repeats."""
+    keys = [k for k in df.attrs["config_keys"] if k not in NON_SEMANTIC]
+    done = df[df["status"] == COMPLETE]
+    if not keys or done.empty:
+        return
+    first = done.groupby(keys, dropna=False, sort=False)["folder"].transform("first")
+    for i in done.index[done.duplicated(subset=keys)]:
+        df.at[i, "status"] = REPEAT
+        df.at[i, "error"] = f"the same config and seeds as {first[i]}"
 
 
 def complete(df: pd.DataFrame) -> pd.DataFrame:

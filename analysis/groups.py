@@ -13,14 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import complete, is_seed_key
+from analysis.collect import NON_SEMANTIC, complete, is_seed_key
 from analysis.errors import AnalysisError
 
-NON_SEMANTIC = frozenset({
-    "n_seeds", "seeds_per_trial", "threads", "device",
-    "data.root", "data.download", "trainer.keep_last", "trainer.eval_batch_size",
-    "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
-})
 # Top-level config keys that are not sections, for frames that lost attrs on the way
 _TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads")
 ALL = "all runs"

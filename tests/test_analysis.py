@@ -154,6 +154,20 @@ def test_collect_sorts_out_failed_stale_running_and_missing(tmp_path):
     assert row["n"] == 3 and row["mean"] == pytest.approx(0.91)
 
 
+def test_the_same_seeds_of_one_config_count_once(tmp_path):
+    for s in range(3):
+        write_record(tmp_path / f"a_group/seed={s}", seed=s, test_acc=0.90 + 0.01 * s)
+    write_record(tmp_path / "b_alone/seed=1", seed=1, test_acc=0.5)  # seed 1 of the same config again
+    write_record(tmp_path / "c_wide/seed=1", seed=1, hidden=(64,), test_acc=0.8)  # another config
+    df = collect(tmp_path)
+    status = {str(Path(f).relative_to(tmp_path)): st for f, st in zip(df["folder"], df["status"])}
+    assert status == {"a_group/seed=0": "complete", "a_group/seed=1": "complete", "a_group/seed=2": "complete",
+                      "b_alone/seed=1": "repeat", "c_wide/seed=1": "complete"}
+    assert problems(df).set_index("status").loc["repeat", "error"].endswith("a_group/seed=1")
+    rows = summarize(df).set_index("model.hidden")
+    assert rows.loc["[32, 16]", "n"] == 3 and rows.loc["[32, 16]", "mean"] == pytest.approx(0.91)
+
+
 def test_collect_of_overlapping_folders_counts_a_run_once(widths):
     assert len(collect([widths, widths / "model.hidden=[32,16],n_seeds=4,seed=0"])) == 9
 
