@@ -125,7 +125,7 @@ def complete(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def problems(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs that are not in any statistic, with why: failed, stale, running, missing, unreadable."""
+    """Runs that are not in any statistic, with why: failed, stale, running, missing, unreadable, repeat."""
     return df.loc[df["status"] != COMPLETE, ["status", "error", "overrides", "folder"]]
 
 

@@ -63,7 +63,7 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
     metric_name = plots.METRIC_NAMES.get(metric, metric)
     csv("runs.csv", df, "every run found, one row each, with its status")
     if len(problems(df)):
-        csv("problems.csv", problems(df), "runs left out of every statistic: failed, stale, running, missing")
+        csv("problems.csv", problems(df), "runs left out of every statistic: failed, stale, running, missing, unreadable, repeats")
 
     summary = tables.summarize(df, metric, seed=seed)
     csv("summary.csv", summary, f"{metric} per config")

@@ -127,6 +127,10 @@ class Run:
         self.setup()
         if ckpt is not None:
             self.restore(ckpt)
+            # members whose final records are on disk keep them as written (by that process,
+            # with its provenance); only a record the checkpoint has overtaken is written again
+            self.final = {k for k, (m, rec) in enumerate(zip(self.members, existing))
+                          if m.status != RUNNING and rec is not None and rec["status"] == m.status}
             log.info("Resuming from epoch %d", self.epoch + 1)
         else:
             log.info("No checkpoint found, starting from scratch")
@@ -353,7 +357,9 @@ class Run:
         # a no-op after the loop's own last write; it completes the records of a run killed
         # between its final last.pt and them, whose relaunch restores with nothing left to train
         self.write_records()
-        if not self.spec["trainer"]["keep_last"] and all(m.status != RUNNING for m in self.members):
+        # a failed member keeps last.pt: started again, the run reports the failure instead of
+        # training the whole group from scratch to diverge once more
+        if not self.spec["trainer"]["keep_last"] and all(m.status == COMPLETE for m in self.members):
             (self.dir / LAST).unlink(missing_ok=True)
         failed = [(f, m.error) for f, m in zip(self.folders, self.members) if m.status == FAILED]
         if failed:

@@ -75,6 +75,22 @@ def test_one_diverging_member_fails_alone(make_cfg, tmp_path):
     assert "diverged" in states[1]["error"]
 
 
+def test_a_group_with_a_failed_member_started_again_reports_it_and_rewrites_nothing(make_cfg, tmp_path):
+    def poison_member_1(run):
+        if run.epoch == 1:
+            with torch.no_grad():
+                run.model.weights[0][1].fill_(float("nan"))
+
+    cfg = make_cfg("n_seeds=3", "trainer.epochs=3", "trainer.keep_last=false")
+    with pytest.raises(DivergedError):
+        train(cfg, tmp_path, on_epoch_end=poison_member_1)
+    assert (tmp_path / "last.pt").exists()  # kept despite keep_last=false: the group is not all complete
+    written = {p: p.read_bytes() for p in tmp_path.glob("seed=*/*") if p.suffix in (".json", ".csv", ".npy")}
+    with pytest.raises(DivergedError, match=r"1 of 3 failed: seed=1"):
+        train(cfg, tmp_path)  # nothing left to train: no retraining, the same failure
+    assert {p: p.read_bytes() for p in written} == written
+
+
 def test_members_stop_early_on_their_own(make_cfg, tmp_path):
     train(make_cfg("n_seeds=4", "trainer.epochs=6", "trainer.patience=1", "optimizer.lr=3e-3"), tmp_path)
     for s in range(4):
