@@ -196,6 +196,11 @@ def validate(cfg: DictConfig) -> None:
     need(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     need(o.lr > 0, f"optimizer.lr must be positive, got {o.lr}")
     need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    if "warmup" in cfg.scheduler:
+        need(0 <= cfg.scheduler.warmup < 1,
+             f"scheduler.warmup is a fraction of all steps, in [0, 1); got {cfg.scheduler.warmup}")
+        need(0 <= cfg.scheduler.final_lr_ratio <= 1,
+             f"scheduler.final_lr_ratio must be in [0, 1], got {cfg.scheduler.final_lr_ratio}")
     need(cfg.data.val_size >= 0, f"data.val_size must be >= 0, got {cfg.data.val_size}")
     need(cfg.data.augment.shift >= 0, f"data.augment.shift must be >= 0, got {cfg.data.augment.shift}")
     need(cfg.trial is None or cfg.data.val_size > 0,
@@ -206,6 +211,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"),
          f"device={cfg.device!r} is unknown: use one of {', '.join(DEVICES)}")
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     for source in SEED_SOURCES:
         need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")
 

@@ -255,6 +255,8 @@ def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     ("model.dropout=1.0", "dropout"),
     ("device=cuda", "no CUDA GPU"),
     ("trainer.init_from=nowhere/best.pt", "no such file"),
+    ("seed=-1", "^seed must be >= 0"),
+    ("scheduler=cosine scheduler.warmup=2", "scheduler.warmup is a fraction"),
     ("optimizer.betas=[2,3]", "beta parameter"),  # refused by torch.optim.Adam itself
     ("scheduler=one_cycle scheduler.pct_start=2", "pct_start"),  # and by OneCycleLR
 ])
