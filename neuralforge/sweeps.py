@@ -16,6 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
+from neuralforge.checkpoint import LOCK
 from neuralforge.liveness import run_state
 
 log = logging.getLogger("neuralforge.sweep")
@@ -56,7 +57,8 @@ def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], **extra: Any) ->
 
 
 def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
-    """Every run in the sweep folder by state, plus the manifest's jobs that left no record."""
+    """Every run in the sweep folder by state (a group's members one each), plus the
+    manifest's jobs that left no record: one each, as what became of them."""
     sweep_dir = Path(sweep_dir)
     found: dict[str, list[Path]] = {s: [] for s in STATES}
     for path in sorted(sweep_dir.rglob(records.RESULTS)):
@@ -66,8 +68,17 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
         for job in json.loads(manifest.read_text())["jobs"]:
             folder = sweep_dir / job["folder"]
             if not any(folder.rglob(records.RESULTS)):
-                found["missing"].append(folder)
+                found[_without_record(folder)].append(folder)
     return found
+
+
+def _without_record(folder: Path) -> str:
+    # Hydra writes .hydra/ as a job starts, and the engine holds the lock while it trains: a job
+    # that started, holds no lock and wrote no record was refused before training (a bad value;
+    # its log says why)
+    if not (folder / ".hydra").is_dir():
+        return "missing"
+    return "running" if (folder / LOCK).exists() else "failed"
 
 
 def summary_line(states: dict[str, list[Path]]) -> str:

@@ -67,6 +67,13 @@ def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
     assert "2 complete, 2 failed" in out.stdout + out.stderr
 
 
+def test_a_job_refused_before_its_first_record_counts_as_failed_not_missing(idx_root, tmp_path):
+    out = run(idx_root, "-m", "trainer.batch_size=0,64", f"hydra.sweep.dir={tmp_path}", check=False)
+    assert out.returncode != 0
+    assert "1 complete, 1 failed, 0 stale, 0 running, 0 missing" in out.stdout + out.stderr
+    assert sweeps.job_states(tmp_path)["failed"] == [folder_of(tmp_path, "trainer.batch_size=0")]
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_and_cluster_launchers_run_a_sweep(idx_root, tmp_path, launcher):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
