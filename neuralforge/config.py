@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -209,8 +210,8 @@ def validate(cfg: DictConfig) -> None:
          f"trainer.init_from={t.init_from}: no such file (give the path of a run's best.pt)")
     need(cfg.n_seeds > 0, f"n_seeds must be positive, got {cfg.n_seeds}")
     need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
-    need(cfg.device in DEVICES or cfg.device.startswith("cuda:"),
-         f"device={cfg.device!r} is unknown: use one of {', '.join(DEVICES)}")
+    need(cfg.device in DEVICES or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
+         f"device={cfg.device!r} is unknown: use one of {', '.join(DEVICES)} or cuda:N")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     for source in SEED_SOURCES:
         need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")

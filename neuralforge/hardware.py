@@ -21,7 +21,11 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name} was asked for but this machine has no CUDA GPU: use device=cpu or device=auto")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps was asked for but MPS is not available here: use device=cpu or device=auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                          f"numbered from 0: use device=cuda or device=cuda:0")
+    return device
 
 
 def available_cores() -> int:

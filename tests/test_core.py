@@ -14,7 +14,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from neuralforge import checkpoint, data, records
+from neuralforge import checkpoint, data, hardware, records
 from neuralforge.config import fingerprint
 from neuralforge.engine import LAST, Run, train
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
@@ -256,6 +256,7 @@ def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     ("device=cuda", "no CUDA GPU"),
     ("trainer.init_from=nowhere/best.pt", "no such file"),
     ("seed=-1", "^seed must be >= 0"),
+    ("device=cuda:x", "unknown"),
     ("scheduler=cosine scheduler.warmup=2", "scheduler.warmup is a fraction"),
     ("optimizer.betas=[2,3]", "beta parameter"),  # refused by torch.optim.Adam itself
     ("scheduler=one_cycle scheduler.pct_start=2", "pct_start"),  # and by OneCycleLR
@@ -267,6 +268,15 @@ def test_bad_values_get_one_line_errors(make_cfg, tmp_path, override, message):
         train(make_cfg(*override.split()), tmp_path)
     assert "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_gpu_number_past_the_last_gpu_is_refused(monkeypatch):
+    # the machine's answer is faked (CI has no GPU); what is tested is the harness's check of it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert hardware.resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match="has 1 CUDA GPU"):
+        hardware.resolve_device("cuda:5")
 
 
 def test_missing_dataset_names_files_and_override(make_cfg, tmp_path):
