@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # --csv into a missing folder, -o naming a file
+        print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
+        return 1
 
 
 GROUP_BY = "config key(s) that define a config (default: every swept key but the seeds)"

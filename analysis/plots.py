@@ -39,7 +39,7 @@ def _colours(n: int):
 def _best(groups: list[Group], metric: str) -> tuple[list[Group], str]:
     if len(groups) <= MAX_LINES:
         return groups, ""
-    ranked = sorted(groups, key=lambda g: g.runs[metric].mean(), reverse=True)[:MAX_LINES]
+    ranked = sorted(groups, key=lambda g: g.runs[metric].mean(), reverse=stats.higher_is_better(metric))[:MAX_LINES]
     return [g for g in groups if any(g is r for r in ranked)], f" (best {MAX_LINES} of {len(groups)} configs)"
 
 
@@ -56,6 +56,8 @@ def distribution(groups: list[Group], metric: str, path: Path, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     for i, (g, colour) in enumerate(zip(groups, _colours(len(groups)))):
         v = g.runs[metric].dropna().to_numpy(dtype=float)
+        if not len(v):
+            continue  # no value for this config (validation metrics with data.val_size=0)
         d = stats.describe(v, seed)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), s * v, s=18, alpha=0.6, color=colour,
                    label="runs" if i == 0 else None)
@@ -119,7 +121,7 @@ def expected_max(groups: list[Group], metric: str, path: Path) -> Path:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for g, colour in zip(shown, _colours(len(shown))):
-        curve = stats.expected_max(g.runs[metric].dropna().to_numpy(dtype=float))
+        curve = stats.expected_best(g.runs[metric].dropna().to_numpy(dtype=float), stats.higher_is_better(metric))
         ax.plot(np.arange(1, len(curve) + 1), _scale(metric) * curve, marker="o", markersize=3, color=colour,
                 label=g.label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

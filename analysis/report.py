@@ -43,6 +43,7 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
     complete(df)
     if by is not None:
         group_keys(df, by)  # a key that does not vary is an error before anything is written
+    tables.check_metric(df, metric)  # and so is a metric the records lack
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[dict[str, str]] = []

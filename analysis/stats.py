@@ -82,15 +82,20 @@ def pooled_std(x, y) -> float:
     return math.sqrt(((nx - 1) * np.var(x, ddof=1) + (ny - 1) * np.var(y, ddof=1)) / (nx + ny - 2))
 
 
+def higher_is_better(metric: str) -> bool:
+    return not metric.endswith("_loss")
+
+
 def n_for_power(sd: float, delta: float, power: float = POWER, alpha: float = 1 - CONFIDENCE) -> float:
     """Runs per config for a two-sided z-test to detect `delta` with `power`:
-    2 (z_{1-alpha/2} + z_power)^2 sd^2 / delta^2, rounded up."""
+    2 (z_{1-alpha/2} + z_power)^2 sd^2 / delta^2, rounded up, and never under 2 (a spread
+    cannot be estimated from fewer)."""
     if not np.isfinite(sd):
         return math.nan
     if delta == 0:
         return math.inf
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return float(math.ceil(2 * z ** 2 * sd ** 2 / delta ** 2))
+    return float(max(2, math.ceil(2 * z ** 2 * sd ** 2 / delta ** 2)))
 
 
 def verdict(p: float, low: float, high: float, gamma: float = GAMMA) -> str:
@@ -105,9 +110,11 @@ def verdict(p: float, low: float, high: float, gamma: float = GAMMA) -> str:
     return "inconclusive"
 
 
-def compare(a, b, seed: int = 0, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+def compare(a, b, seed: int = 0, pairs: tuple[np.ndarray, np.ndarray] | None = None,
+            higher_is_better: bool = True) -> dict[str, Any]:
     """Config A against config B. `pairs`: A's and B's results on the seeds both ran, in
-    matching order, for the paired t-test."""
+    matching order, for the paired t-test. P(a > b) is what it says whatever the metric; the
+    verdict names the better config, the lower one for a loss."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     nx, ny = len(x), len(y)
     out: dict[str, Any] = {"n_a": nx, "n_b": ny, "mean_a": x.mean(), "mean_b": y.mean(),
@@ -120,7 +127,10 @@ def compare(a, b, seed: int = 0, pairs: tuple[np.ndarray, np.ndarray] | None = N
     out["mwu_p"] = mwu.pvalue
     out["p_a_gt_b"] = mwu.statistic / (nx * ny)
     out["p_low"], out["p_high"], _ = bootstrap((x, y), p_greater, seed)
-    out["verdict"] = verdict(out["p_a_gt_b"], out["p_low"], out["p_high"]) if two else "too few runs"
+    # P(a < b) = 1 - P(a > b): Mann-Whitney's U counts a tie as half of each
+    p, low, high = ((out["p_a_gt_b"], out["p_low"], out["p_high"]) if higher_is_better
+                    else (1 - out["p_a_gt_b"], 1 - out["p_high"], 1 - out["p_low"]))
+    out["verdict"] = verdict(p, low, high) if two else "too few runs"
     sd = pooled_std(x, y) if two else math.nan
     out["cohen_d"] = out["diff"] / sd if two and sd > 0 else math.nan
     out["hedges_g"] = hedges_g(x, y) if two and sd > 0 else math.nan
@@ -128,6 +138,12 @@ def compare(a, b, seed: int = 0, pairs: tuple[np.ndarray, np.ndarray] | None = N
     out["n_pairs"] = 0 if pairs is None else len(pairs[0])
     out["paired_p"] = stats.ttest_rel(*pairs).pvalue if pairs is not None and len(pairs[0]) > 1 else math.nan
     return out
+
+
+def expected_best(values, higher_is_better: bool = True) -> np.ndarray:
+    """expected_max, or for a lower-is-better metric the expected minimum."""
+    v = np.asarray(values, dtype=float)
+    return expected_max(v) if higher_is_better else -expected_max(-v)
 
 
 def expected_max(values) -> np.ndarray:

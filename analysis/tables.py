@@ -15,7 +15,7 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 from analysis import artifacts, stats
-from analysis.collect import METRICS
+from analysis.collect import METRICS, complete
 from analysis.errors import AnalysisError
 from analysis.groups import Group, group_keys, groups, seed_keys, show
 
@@ -24,7 +24,7 @@ def summarize(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | 
               seed: int = 0) -> pd.DataFrame:
     """Per config: n, mean, std (with its bootstrap standard error), SEM, median, min, max,
     range, and the 95% CI of the mean by seeded bootstrap (ci_*) and by Student's t (t_*)."""
-    _check_metric(df, metric)
+    check_metric(df, metric)
     rows = [{**g.columns, **stats.describe(values, seed)} for g, values in _values(df, metric, by)]
     out = pd.DataFrame(rows)
     return _units(out, metric, ["mean", "std", "std_se", "sem", "median", "min", "max", "range",
@@ -45,8 +45,10 @@ def optimism(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFram
 
 def expected_max(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None) -> pd.DataFrame:
     """Per config and n = 1..N: the expected best `metric` of n of its N runs (Tang et al. 2020)."""
-    _check_metric(df, metric)
-    frames = [pd.DataFrame({**g.columns, "n": np.arange(1, len(values) + 1), "expected_max": stats.expected_max(values)})
+    check_metric(df, metric)
+    best = stats.higher_is_better(metric)
+    frames = [pd.DataFrame({**g.columns, "n": np.arange(1, len(values) + 1),
+                            "expected_max": stats.expected_best(values, best)})
               for g, values in _values(df, metric, by)]
     return _units(pd.concat(frames, ignore_index=True), metric, ["expected_max"])
 
@@ -57,7 +59,7 @@ def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", s
     p-values, P(a > b) with bootstrap CI and verdict, Cohen's d, Hedges' g, runs per config
     for 80% power, and a paired t-test on the seeds both ran. *_holm: Holm-adjusted over the
     table."""
-    _check_metric(df, metric)
+    check_metric(df, metric)
     seeds = seed_keys(df)
     if by is None:
         pairs = [({"a": g.label}, {"b": h.label}, {}, g, h) for g, h in itertools.combinations(groups(df), 2)]
@@ -76,7 +78,8 @@ def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", s
         x, y = g.runs[metric].dropna(), h.runs[metric].dropna()
         if x.empty or y.empty:
             continue
-        rows.append({**stratum, **a, **b, **stats.compare(x, y, seed, _paired(g.runs, h.runs, seeds, metric))})
+        rows.append({**stratum, **a, **b, **stats.compare(x, y, seed, _paired(g.runs, h.runs, seeds, metric),
+                                                            stats.higher_is_better(metric))})
     if not rows:
         raise AnalysisError(f"no pair of configs both have {metric} values")
     out = pd.DataFrame(rows)
@@ -139,10 +142,13 @@ def _values(df: pd.DataFrame, metric: str, by) -> list[tuple[Group, np.ndarray]]
     return [(g, v) for g, v in out if len(v)]
 
 
-def _check_metric(df: pd.DataFrame, metric: str) -> None:
+def check_metric(df: pd.DataFrame, metric: str) -> None:
     if metric not in df.columns or metric == "selection" or not pd.api.types.is_numeric_dtype(df[metric]):
         known = [m for m in METRICS if m in df.columns and m != "selection"]
         raise AnalysisError(f"metric {metric!r} is not in the records: use one of {', '.join(known)}")
+    if complete(df)[metric].isna().all():
+        raise AnalysisError(f"no complete run has a {metric} value (validation metrics are null "
+                            f"for runs with data.val_size=0): choose another --metric")
 
 
 def _predictions(g: Group) -> tuple[np.ndarray | None, list[str], np.ndarray | None]:

@@ -20,6 +20,7 @@ from statsmodels.stats.anova import anova_lm
 
 from analysis.collect import is_seed_key
 from analysis.groups import ALL, groups, seed_keys
+from analysis.tables import check_metric
 
 SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
 
@@ -28,6 +29,7 @@ def variance(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | N
     """Per config with a grid of seed sources: one row per source, interaction and residual,
     with degrees of freedom, mean square, variance component, its std and its share.
     ``attrs["notes"]`` says what could not be separated, or why there is no table."""
+    check_metric(df, metric)
     frames, notes = [], []
     for group in groups(df, by):
         runs = group.runs.dropna(subset=[metric])

@@ -295,6 +295,41 @@ def test_holm_over_all_pairs(tmp_path):
 
 
 
+def test_a_loss_is_better_lower(tmp_path):
+    for lr, loss in ((0.1, 0.05), (0.01, 0.20)):
+        for k in range(6):
+            folder = write_record(tmp_path / f"lr{lr}" / f"seed={k}", seed=k, lr=lr)
+            rec = json.loads((folder / "results.json").read_text())
+            rec["metrics"]["test_loss"] = loss + 0.001 * k * (1 if lr == 0.1 else 2)
+            (folder / "results.json").write_text(json.dumps(rec))
+    df = collect(tmp_path)
+    row = compare(df, metric="test_loss").iloc[0]
+    low_is_a = row["mean_a"] < row["mean_b"]
+    assert row["verdict"] == ("a better" if low_is_a else "b better")
+    assert row["p_a_gt_b"] == (0.0 if low_is_a else 1.0)  # P(a > b) stays what it says
+    best = expected_max(df, "test_loss")
+    for _, curve in best.groupby("optimizer.lr"):
+        assert curve["expected_max"].is_monotonic_decreasing  # the expected lowest loss of n runs
+    assert stats.n_for_power(0.0, 0.01) == 2  # no spread: still two runs to see it
+
+
+def test_a_metric_no_run_has_is_one_line_and_writes_nothing(tmp_path, capsys):
+    for k in range(3):
+        folder = write_record(tmp_path / "runs" / f"seed={k}", seed=k)
+        rec = json.loads((folder / "results.json").read_text())
+        rec["metrics"]["val_acc"] = None  # what data.val_size=0 records
+        (folder / "results.json").write_text(json.dumps(rec))
+    runs = str(tmp_path / "runs")
+    for argv in (["summary", runs, "--metric", "val_acc"], ["variance", runs, "--metric", "val_acc"],
+                 ["variance", runs, "--metric", "nothing"],
+                 ["report", runs, "--metric", "val_acc", "-o", str(tmp_path / "report")],
+                 ["summary", runs, "--csv", str(tmp_path / "no/such/folder/x.csv")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "report").exists()
+
+
 def test_configs_that_differ_in_many_keys_are_named_by_their_folder(tmp_path):
     for name, hidden, lr, epochs, shift in (("notebook", (128, 64), 1e-3, 10, 0), ("recipe", (128, 64), 5e-4, 30, 2)):
         for s in range(3):
