@@ -164,7 +164,11 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
            "wall_seconds": timing.get("wall_seconds"), "seconds_per_epoch": timing.get("seconds_per_epoch"),
            "n_params": rec.get("n_params"), "error": rec.get("error"),
            "overrides": " ".join(rec.get("overrides") or []), "folder": folder}
-    return row, dict(_flatten(rec.get("config") or {}))
+    config = dict(_flatten(rec.get("config") or {}))
+    if config:
+        # records from before the key existed computed at the one precision there was then
+        config.setdefault("matmul_precision", "highest")
+    return row, config
 
 
 def _flatten(tree: dict[str, Any], prefix: str = ""):

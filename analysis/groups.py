@@ -17,7 +17,7 @@ from analysis.collect import NON_SEMANTIC, complete, is_seed_key
 from analysis.errors import AnalysisError
 
 # Top-level config keys that are not sections, for frames that lost attrs on the way
-_TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads")
+_TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads", "matmul_precision")
 ALL = "all runs"
 MAX_LABEL_KEYS = 3  # past this many swept keys, a config is better named by its folder, if it has one
 

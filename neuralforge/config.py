@@ -24,10 +24,14 @@ from neuralforge.errors import ConfigError
 SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 
 # Keys that say where things are or what to keep, not what is computed: a run moved to
 # another data folder, or told to delete last.pt, is still the same run.
 NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
+# Keys added after runs were already being written, at the value that computes what those runs
+# computed: hashed only when set otherwise, so the folders of earlier versions still resume.
+ADDED_LATER = {"matmul_precision": "highest"}
 
 
 @dataclass
@@ -150,6 +154,7 @@ class Config:
     trial: Optional[int] = None  # set by the Optuna sweeper: the trial this run is
     device: str = "auto"
     threads: Optional[int] = None
+    matmul_precision: str = "highest"
 
 
 def register() -> None:
@@ -212,6 +217,8 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
     need(cfg.device in DEVICES or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
          f"device={cfg.device!r} is unknown: use one of {', '.join(DEVICES)} or cuda:N")
+    need(cfg.matmul_precision in MATMUL_PRECISIONS,
+         f"matmul_precision={cfg.matmul_precision!r} is unknown: use one of {', '.join(MATMUL_PRECISIONS)}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     for source in SEED_SOURCES:
         need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")
@@ -234,6 +241,9 @@ def fingerprint(spec: dict[str, Any]) -> str:
     for dotted in NOT_FINGERPRINTED:
         section, key = dotted.split(".")
         kept.get(section, {}).pop(key, None)
+    for key, old in ADDED_LATER.items():
+        if kept.get(key) == old:
+            del kept[key]
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -91,6 +91,7 @@ class Run:
         validate(cfg)
         device = hardware.resolve_device(cfg.device)
         threads = hardware.configure_cpu(cfg.threads or hardware.default_threads(parallel_jobs))
+        hardware.configure_matmul(cfg.matmul_precision)
         spec = resolve(cfg, threads=threads, device=str(device))
         return cls(cfg, spec, fingerprint(spec), Path(run_dir), device, list(overrides), on_epoch_end)
 

@@ -1,4 +1,4 @@
-"""Which device and how many threads a run uses, and what they are called."""
+"""Which device, how many threads and what matmul precision a run uses, and what they are called."""
 
 from __future__ import annotations
 
@@ -54,6 +54,16 @@ def configure_cpu(threads: int) -> int:
     # flushing them to zero made the optimizer step 3x faster here.
     torch.set_flush_denormal(True)
     return torch.get_num_threads()
+
+
+def configure_matmul(precision: str) -> str:
+    """Set torch's float32 matmul precision; return the setting torch reports.
+
+    Set by every run, also to the default: the setting is process-wide, and a joblib worker
+    runs job after job in one process.
+    """
+    torch.set_float32_matmul_precision(precision)
+    return torch.get_float32_matmul_precision()
 
 
 def device_name(device: torch.device) -> str:

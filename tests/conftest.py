@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -55,6 +56,14 @@ def idx_root(tmp_path_factory) -> Path:
 def _no_real_data(monkeypatch):
     # Tests on the fixture must test the fixture, also where CI points NEURALFORGE_DATA at MNIST.
     monkeypatch.delenv("NEURALFORGE_DATA", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _matmul_precision():
+    # process-wide, and set by every run: a test that trains at medium must not leave it so
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
 
 
 # Small and fast: a 32-16 MLP, 100 validation images, 2 epochs on one thread.

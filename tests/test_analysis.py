@@ -130,6 +130,20 @@ def test_collect_reads_no_history(widths, monkeypatch):
     assert len(collect(widths)) == 9
 
 
+def test_a_record_from_before_matmul_precision_existed_counts_as_highest(tmp_path):
+    write_record(tmp_path / "old")
+    for name, precision in (("same", "highest"), ("bf16", "medium")):
+        path = write_record(tmp_path / name) / "results.json"
+        rec = json.loads(path.read_text())
+        rec["config"]["matmul_precision"] = precision
+        path.write_text(json.dumps(rec))
+    df = collect(tmp_path)
+    status = {Path(f).name: s for f, s in zip(df["folder"], df["status"])}
+    # the same seed at the same precision is one sample; in bfloat16 it is another config
+    assert status == {"old": "complete", "same": "repeat", "bf16": "complete"}
+    assert sorted(df["matmul_precision"]) == ["highest", "highest", "medium"]
+
+
 def test_collect_sorts_out_failed_stale_running_and_missing(tmp_path):
     for s in range(3):
         write_record(tmp_path / f"seed={s}", seed=s, test_acc=0.90 + 0.01 * s)

@@ -88,6 +88,15 @@ def test_fingerprint_covers_threads_but_not_where_data_lives(make_cfg):
     assert fingerprint(resolve(make_cfg("data.root=/elsewhere"), threads=1, device="cpu")) == base
 
 
+def test_matmul_precision_is_fingerprinted_and_its_default_keeps_earlier_fingerprints(make_cfg):
+    from neuralforge.config import resolve
+    spec = resolve(make_cfg(), threads=1, device="cpu")
+    assert fingerprint(resolve(make_cfg("matmul_precision=medium"), threads=1, device="cpu")) != fingerprint(spec)
+    before = dict(spec)
+    del before["matmul_precision"]  # a run folder written before the key existed
+    assert fingerprint(before) == fingerprint(spec)
+
+
 # ---------------------------------------------------------------- model
 @pytest.mark.parametrize("hidden", [[], [16], [32, 16], [64, 32, 16, 8]])
 def test_mlp_shapes_and_parameter_count(hidden):
@@ -137,8 +146,10 @@ def test_training_beats_chance_and_writes_every_file(make_cfg, tmp_path):
     assert not (tmp_path / checkpoint.LOCK).exists()
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog):
-    overrides = ("trainer.epochs=4", "model.dropout=0.2", "data.augment.shift=2", "scheduler=one_cycle")
+@pytest.mark.parametrize("precision", ["highest", "medium"])
+def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog, precision):
+    overrides = ("trainer.epochs=4", "model.dropout=0.2", "data.augment.shift=2", "scheduler=one_cycle",
+                 f"matmul_precision={precision}")
     train(make_cfg(*overrides), tmp_path / "straight")
     with pytest.raises(Interrupted):
         train(make_cfg(*overrides), tmp_path / "killed", on_epoch_end=interrupt_after(2))
@@ -151,6 +162,28 @@ def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog):
     pd.testing.assert_frame_equal(history(tmp_path / "straight").drop(columns="seconds"),
                                   history(tmp_path / "killed").drop(columns="seconds"), check_exact=True)
     assert np.array_equal(np.load(tmp_path / "straight/predictions.npy"), np.load(tmp_path / "killed/predictions.npy"))
+
+
+def test_every_run_sets_its_matmul_precision_and_records_it(make_cfg, tmp_path):
+    train(make_cfg("matmul_precision=medium"), tmp_path / "medium")
+    assert torch.get_float32_matmul_precision() == "medium"
+    assert records.read_results(tmp_path / "medium")["config"]["matmul_precision"] == "medium"
+    # the setting is process-wide: a joblib worker's next job, at the default, must not inherit it
+    Run.prepare(make_cfg(), tmp_path / "next")
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bfloat16 matmul")
+def test_medium_matmul_precision_computes_in_bfloat16_on_this_cpu():
+    model = MLP([128, 64], members=4)
+    model.reset_parameters([torch.Generator().manual_seed(k) for k in range(4)])
+    x = torch.randn(4, 64, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    exact = model(x)
+    hardware.configure_matmul("medium")
+    rough = model(x)
+    # bfloat16 keeps 8 significant bits: products differ, by about 2^-8 of their size
+    assert not torch.equal(exact, rough)
+    assert torch.allclose(exact, rough, rtol=0.05, atol=0.05)
 
 
 def test_run_killed_between_its_last_checkpoint_and_records_completes_them(make_cfg, tmp_path, monkeypatch):
@@ -260,6 +293,7 @@ def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     ("scheduler=cosine scheduler.warmup=2", "scheduler.warmup is a fraction"),
     ("optimizer.betas=[2,3]", "beta parameter"),  # refused by torch.optim.Adam itself
     ("scheduler=one_cycle scheduler.pct_start=2", "pct_start"),  # and by OneCycleLR
+    ("matmul_precision=low", "matmul_precision='low' is unknown: use one of highest, high, medium"),
 ])
 def test_bad_values_get_one_line_errors(make_cfg, tmp_path, override, message):
     if override == "device=cuda" and torch.cuda.is_available():

@@ -1,0 +1,67 @@
+"""float32 products computed in float32 or in bfloat16: the speed of K seeds trained together,
+and whether the accuracies they reach differ.
+
+    NEURALFORGE_DATA=$PWD/../shared/data python benchmarks/matmul_precision.py [--k 32] [--epochs 10]
+
+Both groups train the same K seeds (same weights, data order and validation split) in one
+process, their epochs alternating so that the machine's drift falls on both alike; each epoch
+is timed alone. At the end both are evaluated on the test set, and each seed's two accuracies
+are compared: a paired test, since a seed at one precision and the same seed at the other share
+everything but the rounding.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from neuralforge.engine import Run
+from notebook import configure, data_root, harness_config
+
+PRECISIONS = ("highest", "medium")
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+    print(f"threads: {configure()}, K = {args.k}, {args.epochs} epochs")
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for p in PRECISIONS:
+            runs[p] = Run.prepare(harness_config(data_root(), f"n_seeds={args.k}", f"matmul_precision={p}"),
+                                  Path(tmp) / p)  # prepare sets the precision; each epoch sets it again
+            runs[p].setup()
+        seconds = {p: [] for p in PRECISIONS}
+        for i in range(args.epochs):
+            for p in PRECISIONS if i % 2 == 0 else PRECISIONS[::-1]:
+                torch.set_float32_matmul_precision(p)
+                tick = time.perf_counter()
+                runs[p].train_epoch()
+                seconds[p].append(time.perf_counter() - tick)
+        acc = {}
+        for p, run in runs.items():
+            torch.set_float32_matmul_precision(p)
+            acc[p] = run.evaluate(run.data.test_x, run.data.test_y)[1].numpy() * 100
+
+    print("| matmul_precision | s/epoch after the first | s/model-epoch | test acc %: mean (sd) |")
+    print("|---|---|---|---|")
+    mean = {p: statistics.mean(s[1:]) for p, s in seconds.items()}
+    for p in PRECISIONS:
+        sd = f" ({acc[p].std(ddof=1):.2f})" if args.k > 1 else ""
+        print(f"| {p} | {mean[p]:.2f} | {mean[p] / args.k:.3f} | {acc[p].mean():.2f}{sd} |")
+    print(f"medium is {mean['highest'] / mean['medium']:.2f}x as fast")
+    diff = acc["medium"] - acc["highest"]
+    if not diff.any():
+        raise SystemExit("every seed reached the same accuracy: this machine computes medium in float32")
+    if len(diff) < 2:
+        raise SystemExit(f"medium - highest: {diff[0]:+.2f} points (one seed: no test)")
+    low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    print(f"medium - highest, per seed: mean {diff.mean():+.3f} points, 95% CI [{low:+.3f}, {high:+.3f}]; "
+          f"Wilcoxon signed-rank p = {stats.wilcoxon(diff).pvalue:.3f}; "
+          f"{np.count_nonzero(diff)} of {len(diff)} seeds differ")
