@@ -6,6 +6,7 @@ Tables print as markdown (accuracies in %, rounded); --csv writes the full-preci
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import matplotlib
@@ -15,7 +16,7 @@ matplotlib.use("Agg")  # the report's Optuna figures go through pyplot; no displ
 import pandas as pd  # noqa: E402
 
 from analysis import tables  # noqa: E402
-from analysis.collect import collect, complete, describe_problems, problems  # noqa: E402
+from analysis.collect import MANIFEST, RESULTS, collect, complete, describe_problems, problems  # noqa: E402
 from analysis.errors import AnalysisError  # noqa: E402
 from analysis.markdown import markdown  # noqa: E402
 from analysis.report import report  # noqa: E402
@@ -64,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
         elif by == "1":
             c.add_argument("--by", metavar="KEY", help=COMPARE_BY)
         if name != "problems":
-            c.add_argument("--seed", type=int, default=0, help="seed of the bootstraps (default 0)")
+            c.add_argument("--seed", type=_seed, default=0, help="seed of the bootstraps (default 0)")
         if csv:
             c.add_argument("--csv", metavar="FILE", help="also write the table, at full precision, to FILE")
         if name == "report":
@@ -111,7 +112,15 @@ def _stability(df: pd.DataFrame, args) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit():  # numpy's generators take no negative seed
+        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def _problems(df: pd.DataFrame, args) -> int:
+    if df.empty:
+        raise AnalysisError(f"no {RESULTS} or {MANIFEST} under {', '.join(args.folders)}")
     listed = problems(df)
     if listed.empty:
         print(f"all {len(df)} runs complete")
@@ -129,8 +138,15 @@ def _report(df: pd.DataFrame, args) -> int:
 def _show(title: str, table: pd.DataFrame, csv: str | None = None) -> None:
     print(f"\n## {title}\n")
     print(markdown(table))
-    if csv:
-        table.to_csv(csv, index=False)
+    if csv:  # whole or not at all
+        tmp = f"{csv}.tmp"
+        try:
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, csv)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def _warn(df: pd.DataFrame, folders: list[str]) -> None:

@@ -62,7 +62,7 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
         if not root.is_dir():
             raise AnalysisError(f"{root}: no such folder")
     found: dict[str, str] = {}  # real path -> path as walked, so overlapping roots count a run once
-    manifests: list[str] = []
+    manifests: dict[str, str] = {}  # and a sweep's manifest once
     for root in roots:
         _walk(str(root), found, manifests)
 
@@ -73,11 +73,14 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
         row, config = _read(path, host, now)
         rows.append(row)
         configs.append(config)
-    # a job folder holds its run, or, for a group, its members' folders
-    seen = {row["folder"] for row in rows} | {os.path.dirname(row["folder"]) for row in rows}
-    for manifest in manifests:
+    # a job folder holds its run, or, for a group, its members' folders; compared as real
+    # paths, since the roots may name one sweep two ways (relative and absolute, a symlink)
+    seen = {os.path.realpath(row["folder"]) for row in rows}
+    seen |= {os.path.dirname(folder) for folder in seen}
+    for manifest in manifests.values():
         for folder, overrides in _expected(manifest):
-            if folder not in seen:
+            if os.path.realpath(folder) not in seen:
+                seen.add(os.path.realpath(folder))
                 rows.append({"status": MISSING, "error": f"listed in {MANIFEST}, never wrote {RESULTS}",
                              "overrides": overrides, "folder": folder})
                 configs.append({})
@@ -135,7 +138,7 @@ def describe_problems(df: pd.DataFrame) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
-def _walk(folder: str, found: dict[str, str], manifests: list[str]) -> None:
+def _walk(folder: str, found: dict[str, str], manifests: dict[str, str]) -> None:
     # os.scandir answers is_dir from the directory entry itself: no stat per file
     try:
         entries = list(os.scandir(folder))
@@ -148,7 +151,7 @@ def _walk(folder: str, found: dict[str, str], manifests: list[str]) -> None:
         elif entry.name == RESULTS:
             found.setdefault(os.path.realpath(entry.path), entry.path)
         elif entry.name == MANIFEST:
-            manifests.append(entry.path)
+            manifests.setdefault(os.path.realpath(entry.path), entry.path)
 
 
 def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -158,6 +161,8 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
             rec = json.loads(f.read())
     except (OSError, ValueError) as err:
         return {"status": UNREADABLE, "error": f"{type(err).__name__}: {err}", "folder": folder}, {}
+    if not isinstance(rec, dict):
+        return {"status": UNREADABLE, "error": f"not a results record: {type(rec).__name__}", "folder": folder}, {}
     metrics = rec.get("metrics") or {}
     timing = rec.get("timing") or {}
     row = {"status": run_state(rec, now, host), **metrics,

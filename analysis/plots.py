@@ -39,8 +39,16 @@ def _colours(n: int):
 def _best(groups: list[Group], metric: str) -> tuple[list[Group], str]:
     if len(groups) <= MAX_LINES:
         return groups, ""
-    ranked = sorted(groups, key=lambda g: g.runs[metric].mean(), reverse=stats.higher_is_better(metric))[:MAX_LINES]
+    sign = 1 if stats.higher_is_better(metric) else -1
+    # a config without the metric (validation metrics with data.val_size=0) ranks last
+    ranked = sorted(groups, key=lambda g: -math.inf if math.isnan(m := g.runs[metric].mean()) else sign * m,
+                    reverse=True)[:MAX_LINES]
     return [g for g in groups if any(g is r for r in ranked)], f" (best {MAX_LINES} of {len(groups)} configs)"
+
+
+def _legend(ax, **kwargs) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn (no histories, no values): no legend
+        ax.legend(**kwargs)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -54,23 +62,25 @@ def distribution(groups: list[Group], metric: str, path: Path, seed: int = 0) ->
     fig = Figure(figsize=(max(5.0, 1.0 + 0.9 * len(groups)), 4.5))
     ax = fig.subplots()
     rng = np.random.default_rng(seed)
+    labelled = False
     for i, (g, colour) in enumerate(zip(groups, _colours(len(groups)))):
         v = g.runs[metric].dropna().to_numpy(dtype=float)
         if not len(v):
             continue  # no value for this config (validation metrics with data.val_size=0)
         d = stats.describe(v, seed)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), s * v, s=18, alpha=0.6, color=colour,
-                   label="runs" if i == 0 else None)
+                   label=None if labelled else "runs")
         low, high = (d["ci_low"], d["ci_high"]) if np.isfinite(d["ci_low"]) else (d["mean"], d["mean"])
         ax.errorbar(i + 0.3, s * d["mean"], yerr=[[s * (d["mean"] - low)], [s * (high - d["mean"])]], fmt="D",
-                    color="black", capsize=4, markersize=5, label="mean, 95% bootstrap CI" if i == 0 else None)
+                    color="black", capsize=4, markersize=5, label=None if labelled else "mean, 95% bootstrap CI")
+        labelled = True
     ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=30 if len(groups) > 2 else 0,
                   ha="right" if len(groups) > 2 else "center", fontsize=8)
     ax.set_xlabel("config")
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{METRIC_NAMES.get(metric, metric).capitalize()} per config")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    _legend(ax, loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -96,7 +106,7 @@ def learning_curves(groups: list[Group], path: Path, metric: str = "test_acc") -
         ax.set_ylabel(metric_label(col))
         ax.set_title(f"{METRIC_NAMES[col].capitalize()}: mean ± std over runs")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")
+    _legend(axes[1], fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
@@ -106,12 +116,14 @@ def ecdf(groups: list[Group], metric: str, path: Path) -> Path:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for g, colour in zip(shown, _colours(len(shown))):
-        ax.ecdf(_scale(metric) * g.runs[metric].dropna().to_numpy(dtype=float), color=colour, label=g.label)
+        v = g.runs[metric].dropna().to_numpy(dtype=float)
+        if len(v):  # none for validation metrics with data.val_size=0
+            ax.ecdf(_scale(metric) * v, color=colour, label=g.label)
     ax.set_xlabel(metric_label(metric))
     ax.set_ylabel("fraction of runs ≤ x")
     ax.set_title(f"Distribution of {METRIC_NAMES.get(metric, metric)} over runs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="config" + note, title_fontsize=8, loc="upper left")
+    _legend(ax, fontsize=8, title="config" + note, title_fontsize=8, loc="upper left")
     return _save(fig, path)
 
 
@@ -122,14 +134,17 @@ def expected_max(groups: list[Group], metric: str, path: Path) -> Path:
     ax = fig.subplots()
     for g, colour in zip(shown, _colours(len(shown))):
         curve = stats.expected_best(g.runs[metric].dropna().to_numpy(dtype=float), stats.higher_is_better(metric))
+        if not len(curve):
+            continue
         ax.plot(np.arange(1, len(curve) + 1), _scale(metric) * curve, marker="o", markersize=3, color=colour,
                 label=g.label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of runs n")
     ax.set_ylabel(f"expected best {metric_label(metric)}")
-    ax.set_title("Expected maximum over n runs (Tang et al. 2020)")
+    ax.set_title(f"Expected {'maximum' if stats.higher_is_better(metric) else 'minimum'} over n runs "
+                 f"(Tang et al. 2020)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")
+    _legend(ax, fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")
     return _save(fig, path)
 
 

@@ -4,6 +4,8 @@ precision, and PNG figures, indexed by report.md."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +37,14 @@ EXPLAIN = {
 }
 
 
+# every file a report may write, so that a new report into the same folder removes what the
+# earlier one wrote and this one does not
+FILES = ("report.md", "runs.csv", "problems.csv", "summary.md", "summary.csv", "noise_floor.csv", "optimism.csv",
+         "expected_max.csv", "compare.md", "compare.csv", "variance.md", "variance.csv", "stability.md",
+         "stability.csv", "churn.png", "distribution.png", "curves.png", "ecdf.png", "expected_max.png",
+         "optuna_history.png", "optuna_importances.png")
+
+
 def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
            study: str | None = None) -> pd.DataFrame:
     """Write the analysis of the runs under `paths` (or an already collected frame) into `out`;
@@ -45,7 +55,27 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
         group_keys(df, by)  # a key that does not vary is an error before anything is written
     tables.check_metric(df, metric)  # and so is a metric the records lack
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        # drawn in a scratch folder, then moved in: a failure leaves the folder as it was
+        with tempfile.TemporaryDirectory(dir=out, prefix=".report-") as scratch:
+            written = _write(Path(scratch), df, by, metric, seed, study)
+            for w in written:  # report.md, the index, last
+                os.replace(Path(scratch) / w["file"], out / w["file"])
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    # what an earlier report left here that this one does not write (variance.md of a grid,
+    # problems.csv of a sweep with failures) would be read as this sweep's; other files stay
+    for name in set(FILES) - {w["file"] for w in written}:
+        (out / name).unlink(missing_ok=True)
+    return pd.DataFrame(written)
+
+
+def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
+           study: str | None) -> list[dict[str, str]]:
     written: list[dict[str, str]] = []
 
     def csv(name: str, table: pd.DataFrame, what: str) -> None:
@@ -132,7 +162,7 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
             written.append({"file": "optuna_importances.png", "what": "hyperparameter importances (PED-ANOVA)"})
 
     _index(out, df, written, notes)
-    return pd.DataFrame(written)
+    return written
 
 
 def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str]) -> None:

@@ -82,8 +82,11 @@ def pooled_std(x, y) -> float:
     return math.sqrt(((nx - 1) * np.var(x, ddof=1) + (ny - 1) * np.var(y, ddof=1)) / (nx + ny - 2))
 
 
+LOWER_IS_BETTER = ("wall_seconds", "seconds_per_epoch")  # and every *_loss
+
+
 def higher_is_better(metric: str) -> bool:
-    return not metric.endswith("_loss")
+    return not (metric.endswith("_loss") or metric in LOWER_IS_BETTER)
 
 
 def n_for_power(sd: float, delta: float, power: float = POWER, alpha: float = 1 - CONFIDENCE) -> float:

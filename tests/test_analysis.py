@@ -168,6 +168,26 @@ def test_collect_sorts_out_failed_stale_running_and_missing(tmp_path):
     assert row["n"] == 3 and row["mean"] == pytest.approx(0.91)
 
 
+def test_a_missing_job_counts_once_however_its_sweep_is_named(tmp_path, monkeypatch):
+    sweep = tmp_path / "s" / "sweep"
+    for k in range(3):
+        write_record(sweep / f"seed={k}", seed=k)
+    jobs = [{"overrides": [f"seed={k}"], "folder": f"seed={k}"} for k in range(4)]
+    (sweep / "manifest.json").write_text(json.dumps({"kind": "grid", "jobs": jobs}))
+    monkeypatch.chdir(tmp_path)
+    for roots in ([tmp_path / "s", sweep], ["s/sweep", sweep]):  # a parent and its child; relative and absolute
+        df = collect(roots)
+        assert df["status"].value_counts().to_dict() == {"complete": 3, "missing": 1}, roots
+
+
+def test_a_record_that_is_not_an_object_is_unreadable(tmp_path):
+    write_record(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text("null")
+    df = collect(tmp_path)
+    assert sorted(df["status"]) == ["complete", "unreadable"]
+
+
 def test_the_same_seeds_of_one_config_count_once(tmp_path):
     for s in range(3):
         write_record(tmp_path / f"a_group/seed={s}", seed=s, test_acc=0.90 + 0.01 * s)
@@ -325,6 +345,18 @@ def test_a_loss_is_better_lower(tmp_path):
     for _, curve in best.groupby("optimizer.lr"):
         assert curve["expected_max"].is_monotonic_decreasing  # the expected lowest loss of n runs
     assert stats.n_for_power(0.0, 0.01) == 2  # no spread: still two runs to see it
+
+
+def test_timings_are_better_lower(tmp_path):
+    for width, seconds in ((16, 10.0), (32, 100.0)):
+        for k in range(6):
+            folder = write_record(tmp_path / f"h{width}" / f"seed={k}", seed=k, hidden=(width,))
+            rec = json.loads((folder / "results.json").read_text())
+            rec["timing"]["wall_seconds"] = seconds + k * width / 16
+            (folder / "results.json").write_text(json.dumps(rec))
+    row = compare(collect(tmp_path), metric="wall_seconds").iloc[0]
+    fast_is_a = row["mean_a"] < row["mean_b"]
+    assert row["verdict"] == ("a better" if fast_is_a else "b better")
 
 
 def test_a_metric_no_run_has_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -545,6 +577,53 @@ def test_report_writes_every_promised_file(widths, grid, tmp_path):
     assert "8 complete runs" in index and "1 missing" in index and "![curves.png](curves.png)" in index
     summary = (tmp_path / "w" / "summary.md").read_text()
     assert "Noise floor" in summary and "mean (%)" in summary
+
+
+def test_report_of_validation_metrics_with_a_config_without_validation(tmp_path):
+    for k in range(3):
+        write_record(tmp_path / "runs" / "b" / f"seed={k}", seed=k, test_acc=0.8 + 0.01 * k)
+        folder = write_record(tmp_path / "runs" / "a" / f"seed={k}", seed=k, hidden=(64,))
+        rec = json.loads((folder / "results.json").read_text())
+        rec["metrics"].update(val_acc=None, val_loss=None, selection="test_acc")  # data.val_size=0
+        rec["config"]["data"]["val_size"] = 0
+        (folder / "results.json").write_text(json.dumps(rec))
+    written = report(tmp_path / "runs", tmp_path / "out", metric="val_acc")
+    assert {"report.md", "ecdf.png", "expected_max.png"} <= set(written["file"])
+
+
+def test_a_report_replaces_the_earlier_one_in_its_folder_and_nothing_else(widths, grid, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    report(grid, out)
+    assert (out / "variance.md").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "older").mkdir()
+    report(widths, out)
+    # the grid's variance tables would be read as the seed sweep's
+    assert not (out / "variance.md").exists() and not (out / "variance.csv").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "older").is_dir()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*args):
+        raise RuntimeError("the figure failed")
+    monkeypatch.setattr("analysis.plots.ecdf", broken)
+    with pytest.raises(RuntimeError):
+        report(grid, out)
+    # a report that fails half way leaves the earlier one whole, and no scratch behind
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["older"]
+    with pytest.raises(RuntimeError):
+        report(grid, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_cli_refuses_a_negative_seed_and_an_empty_folder(tmp_path, capsys):
+    write_record(tmp_path / "runs" / "a")
+    with pytest.raises(SystemExit) as usage:
+        main(["summary", str(tmp_path / "runs"), "--seed", "-1"])
+    assert usage.value.code == 2 and "a seed is a whole number >= 0" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["problems", str(tmp_path / "empty")]) == 1
+    assert "no results.json or manifest.json under" in capsys.readouterr().err
 
 
 def test_report_cli_on_no_complete_runs(tmp_path, capsys):
