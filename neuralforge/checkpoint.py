@@ -3,7 +3,10 @@ that keeps two processes out of one run folder."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import pickle
 import socket
@@ -16,8 +19,9 @@ import torch
 from torch import nn
 
 from neuralforge.errors import CheckpointError, LockedError
-from neuralforge.liveness import process_alive
+from neuralforge.liveness import STALE_AFTER_S, process_alive
 
+log = logging.getLogger("neuralforge")
 LOCK = ".lock"
 
 
@@ -77,16 +81,23 @@ def load_weights(model: nn.Module, path: Path) -> None:
     if not isinstance(weights, dict) or set(weights) != set(own) or any(
             weights[n].shape[1:] != own[n].shape[1:] for n in own):
         raise CheckpointError(f"trainer.init_from={path} does not hold weights of this model's shape.")
+    if any(weights[n].shape[0] != 1 for n in own):  # a group's last.pt: which member would it be?
+        raise CheckpointError(f"trainer.init_from={path} holds {next(iter(weights.values())).shape[0]} members' "
+                              f"weights: give one member's best.pt (its seed=N/ folder)")
     for name, tensor in own.items():
         tensor.copy_(weights[name].expand_as(tensor))
 
 
 class RunLock:
-    """An exclusively created lock file holding pid and host.
+    """An exclusively created lock file holding pid and host, refreshed by its run every epoch.
 
-    A lock whose process is dead on this host is taken over. A lock from another host cannot
-    be checked from here, so it is refused and the message says which file to remove.
+    A lock is taken over when its holder is gone: on this host, when its pid is dead (or is
+    this process's own, left by a process that had the pid before); from another host, which
+    cannot be asked, when it has not been refreshed for `liveness.STALE_AFTER_S`, the rule
+    analysis applies to run records; an empty lock (killed while writing it) after a minute.
     """
+
+    EMPTY_AFTER_S = 60
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK
@@ -95,30 +106,79 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder.get("host") == me["host"] and not process_alive(holder.get("pid")):
-                    self.path.unlink(missing_ok=True)  # its process is gone: take it over
-                    continue
-                where = f"pid {holder.get('pid')} on {holder.get('host')}"
-                raise LockedError(f"{self.path.parent} is in use by {where}. Wait for it, or, if that process "
-                                  f"is gone, delete {self.path}.") from None
+        with _exclusive(self.path.parent):  # two processes taking over one stale lock: one wins
+            for _ in range(3):
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    break
+                except FileExistsError:
+                    holder, age = self._holder()
+                    if age is None:
+                        continue  # released this instant
+                    why = self._gone(holder, age, me["host"])
+                    if why is None:
+                        where = f"pid {holder.get('pid')} on {holder.get('host')}"
+                        raise LockedError(f"{self.path.parent} is in use by {where} (its lock was refreshed "
+                                          f"{age:.0f} s ago). Wait for it, or, if that process is gone, "
+                                          f"delete {self.path}.") from None
+                    log.warning("Taking over %s: %s", self.path, why)
+                    self.path.unlink(missing_ok=True)
+            else:
+                raise LockedError(f"could not take {self.path}: other processes keep taking it")
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self.held = True
-            return self
-        raise LockedError(f"could not take {self.path}: another process keeps taking it")
+        self.held = True
+        return self
 
-    def _holder(self) -> dict[str, Any]:
+    def _gone(self, holder: dict[str, Any], age: float, host: str) -> str | None:
+        """Why the holder is gone, or None while it may live."""
+        if not holder:
+            return f"an empty lock {age:.0f} s old" if age > self.EMPTY_AFTER_S else None
+        if holder.get("host") == host:
+            if holder.get("pid") == os.getpid():
+                return f"it names this process's pid {os.getpid()}, which a gone process had before"
+            return None if process_alive(holder.get("pid")) else f"pid {holder.get('pid')} is dead"
+        if age > STALE_AFTER_S:
+            return f"pid {holder.get('pid')} on {holder.get('host')} has not refreshed it for {age:.0f} s"
+        return None
+
+    def _holder(self) -> tuple[dict[str, Any], float | None]:
+        """The lock's content ({} when empty or unreadable) and seconds since it was refreshed
+        (None when it is gone)."""
         try:
-            return json.loads(self.path.read_text())
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return {}, None
+        try:
+            holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return {}  # being written this instant, or unreadable: treat as held by someone unknown
+            return {}, age
+        return (holder if isinstance(holder, dict) else {}), age
+
+    def beat(self) -> None:
+        """Refresh the lock's time: another host then knows its holder still runs."""
+        if self.held:
+            os.utime(self.path)
 
     def __exit__(self, *exc: Any) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """Serialise lock takeovers in `folder` between processes (flock on the folder itself).
+
+    Best effort: where the file system refuses flock on a folder (NFS), takeovers go
+    unserialised, as they would without it.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock

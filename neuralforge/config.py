@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -178,12 +178,30 @@ def register() -> None:
 register()
 
 
+def _unknown_keys(cfg: DictConfig) -> list[str]:
+    """Keys that `+key=value` added past the schema: Hydra lets `+` append to any node."""
+    by_target = {c._target_: c for c in (MLPConf, CNNConf, AdamConf, AdamWConf, SGDConf, ConstantConf,
+                                          CosineConf, OneCycleConf)}
+    sections: list[tuple[str, Any, type]] = [("", cfg, Config), ("data.", cfg.data, DataConf),
+                                             ("data.augment.", cfg.data.augment, AugmentConf),
+                                             ("trainer.", cfg.trainer, TrainerConf), ("seeds.", cfg.seeds, SeedsConf)]
+    for group in ("model", "optimizer", "scheduler"):
+        schema = by_target.get(cfg[group].get("_target_"))
+        if schema is not None:
+            sections.append((f"{group}.", cfg[group], schema))
+    return [f"{prefix}{key}" for prefix, node, schema in sections
+            for key in node if key not in {f.name for f in fields(schema)}]
+
+
 def validate(cfg: DictConfig) -> None:
     """The checks Hydra's types cannot express. Each failure names the key to change."""
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
+
+    unknown = [k for k in _unknown_keys(cfg) if k != "hydra"]
+    need(not unknown, f"unknown key {', '.join(unknown)}: check its spelling (python run.py --cfg job lists the keys)")
 
     m, t, o = cfg.model, cfg.trainer, cfg.optimizer
     widths = list(m.hidden) if OmegaConf.is_list(m.hidden) else [m.hidden]
@@ -202,6 +220,13 @@ def validate(cfg: DictConfig) -> None:
     need(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     need(o.lr > 0, f"optimizer.lr must be positive, got {o.lr}")
     need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    if "betas" in o:
+        need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+             f"optimizer.betas must be two numbers in [0, 1), got {list(o.betas)}")
+    for key in ("div_factor", "final_div_factor"):
+        if key in cfg.scheduler:
+            need(cfg.scheduler[key] > 0, f"scheduler.{key} must be positive, got {cfg.scheduler[key]}")
+    need(cfg.data.std > 0, f"data.std must be positive, got {cfg.data.std}")
     if "warmup" in cfg.scheduler:
         need(0 <= cfg.scheduler.warmup < 1,
              f"scheduler.warmup is a fraction of all steps, in [0, 1); got {cfg.scheduler.warmup}")

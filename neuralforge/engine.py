@@ -60,7 +60,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
     """Train (or resume, or report) the run in `run_dir`; return the objective: validation
     accuracy at the best epoch, averaged over the group's members."""
     run = Run.prepare(cfg, run_dir, overrides=overrides, parallel_jobs=parallel_jobs, on_epoch_end=on_epoch_end)
-    with checkpoint.RunLock(run.dir):
+    with checkpoint.RunLock(run.dir) as lock:
+        run.heartbeat = lock.beat
         return run.go()
 
 
@@ -106,15 +107,20 @@ class Run:
         self.final: set[int] = set()  # members whose finished records are written
         self.elapsed_before = 0.0
         self.started = time.time()
+        self.heartbeat: Callable[[], None] = lambda: None  # refreshes the run lock, once an epoch
 
     # ----------------------------------------------------------------- entry
     def go(self) -> float:
-        existing = [records.read_results(f) for f in self.folders]
-        for folder, rec in zip(self.folders, existing):
+        # every record in the folder, also those this command would not write (a single run's,
+        # where a group now starts; another group's members): last.pt may be gone (keep_last=false)
+        found = [self.dir / records.RESULTS, *sorted(self.dir.glob(f"seed=*/{records.RESULTS}"))]
+        for path in found:
+            rec = records.read_results(path.parent)
             if rec is not None and rec.get("fingerprint") != self.fp:
                 raise ConfigError(
-                    f"{folder} holds a run of another config (fingerprint {rec.get('fingerprint')}, this command "
+                    f"{path.parent} holds a run of another config (fingerprint {rec.get('fingerprint')}, this command "
                     f"gives {self.fp}). Refusing to mix them: choose another hydra.run.dir / hydra.sweep.dir.")
+        existing = [records.read_results(f) for f in self.folders]
         if all(rec is not None and rec["status"] == COMPLETE for rec in existing):
             score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
             log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
@@ -127,6 +133,10 @@ class Run:
                                   f"command gives {self.fp}). Refusing to resume: use another output folder.")
         self.setup()
         if ckpt is not None:
+            # data.root is not fingerprinted (the same files may move): the files themselves must match
+            if ckpt.get("data", self.data.checksums) != self.data.checksums:
+                raise CheckpointError(f"{last} was trained on other data files than those in {self.spec['data']['root']} "
+                                      f"(their sha256 differ). Point data.root at the first run's files.")
             self.restore(ckpt)
             # members whose final records are on disk keep them as written (by that process,
             # with its provenance); only a record the checkpoint has overtaken is written again
@@ -186,6 +196,7 @@ class Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {src: [g.get_state() for g in self.gens[src]] for src in ("order", "augment", "dropout")},
+            "data": self.data.checksums,
             "members": [asdict(m) for m in self.members],
             "best_predictions": self.best_predictions,
             "elapsed": self.elapsed_before + time.time() - self.t0, "started": self.started,
@@ -232,6 +243,7 @@ class Run:
                 self.judge(k, m, row, test_pred[k])
             self.save_checkpoint()
             self.write_records()
+            self.heartbeat()
             self.report(seconds)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self)

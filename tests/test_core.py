@@ -6,6 +6,7 @@ import json
 import math
 import os
 import socket
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from omegaconf.errors import ValidationError
 
 from neuralforge import checkpoint, data, hardware, records
 from neuralforge.config import fingerprint
+from neuralforge.liveness import STALE_AFTER_S
 from neuralforge.engine import LAST, Run, train
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
                                 NeuralForgeError)
@@ -291,7 +293,12 @@ def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     ("seed=-1", "^seed must be >= 0"),
     ("device=cuda:x", "unknown"),
     ("scheduler=cosine scheduler.warmup=2", "scheduler.warmup is a fraction"),
-    ("optimizer.betas=[2,3]", "beta parameter"),  # refused by torch.optim.Adam itself
+    ("optimizer.betas=[2,3]", "betas must be two numbers in"),
+    ("optimizer.betas=[0.9]", "betas must be two numbers in"),
+    ("scheduler=one_cycle scheduler.div_factor=0", "scheduler.div_factor must be positive"),
+    ("data.std=0", "data.std must be positive"),
+    ("+trainer.patiance=1", "unknown key trainer.patiance"),  # + appends past the schema
+    ("+model.dropuot=0.2", "unknown key model.dropuot"),
     ("scheduler=one_cycle scheduler.pct_start=2", "pct_start"),  # and by OneCycleLR
     ("matmul_precision=low", "matmul_precision='low' is unknown: use one of highest, high, medium"),
 ])
@@ -391,6 +398,69 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(make_cfg, tmp_path
     lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
     train(make_cfg(), tmp_path)
     assert records.read_results(tmp_path)["status"] == "complete" and not lock.exists()
+
+
+def test_lock_of_another_host_is_taken_over_only_once_it_is_not_refreshed(make_cfg, tmp_path):
+    lock = tmp_path / checkpoint.LOCK
+    lock.write_text(json.dumps({"pid": 1, "host": "node-a"}))  # a SLURM job killed on another node
+    with pytest.raises(LockedError, match="refreshed 0 s ago"):
+        train(make_cfg(), tmp_path)
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(lock, (old, old))
+    train(make_cfg(), tmp_path)
+    assert records.read_results(tmp_path)["status"] == "complete" and not lock.exists()
+
+
+@pytest.mark.parametrize("content", ["", "own pid"])
+def test_an_empty_lock_or_one_naming_this_process_is_a_dead_one(make_cfg, tmp_path, content):
+    lock = tmp_path / checkpoint.LOCK
+    own = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    lock.write_text(own if content else "")  # the pid a killed process had, now this one's (pid 1 in a container)
+    if not content:
+        with pytest.raises(LockedError):  # a lock being written this instant is empty too
+            train(make_cfg(), tmp_path)
+        old = time.time() - 120
+        os.utime(lock, (old, old))
+    train(make_cfg(), tmp_path)
+    assert records.read_results(tmp_path)["status"] == "complete"
+
+
+def test_a_running_run_refreshes_its_lock_every_epoch(make_cfg, tmp_path):
+    lock = tmp_path / checkpoint.LOCK
+    seen = []
+
+    def hook(run):
+        seen.append(lock.stat().st_mtime)
+        os.utime(lock, (0, 0))
+    train(make_cfg("trainer.epochs=3"), tmp_path, on_epoch_end=hook)
+    assert len(seen) == 3 and all(t > time.time() - 60 for t in seen)
+
+
+@pytest.mark.parametrize("first, second", [
+    (("n_seeds=2", "trainer.keep_last=false"), ("optimizer.lr=0.01", "trainer.keep_last=false")),
+    ((), ("n_seeds=2",)),  # a group started where a single run finished
+    (("n_seeds=2",), ("seed=2", "n_seeds=2")),
+])
+def test_a_folder_refuses_another_config_even_without_last_pt(make_cfg, tmp_path, first, second):
+    train(make_cfg(*first), tmp_path)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="holds a run of another config"):
+        train(make_cfg(*second), tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_resume_refuses_other_data_files(make_cfg, tmp_path):
+    other = write_dataset(tmp_path / "other", seed=1)
+    with pytest.raises(Interrupted):
+        train(make_cfg(), tmp_path / "run", on_epoch_end=interrupt_after(1))
+    with pytest.raises(CheckpointError, match="trained on other data files"):
+        train(make_cfg(f"data.root={other}"), tmp_path / "run")
+
+
+def test_init_from_a_groups_last_checkpoint_is_refused(make_cfg, tmp_path):
+    train(make_cfg("n_seeds=2"), tmp_path / "group")
+    with pytest.raises(CheckpointError, match="holds 2 members' weights"):
+        train(make_cfg(f"trainer.init_from={tmp_path / 'group' / LAST}"), tmp_path / "new")
 
 
 # ---------------------------------------------------------------- real data
