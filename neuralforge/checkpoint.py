@@ -97,8 +97,6 @@ class RunLock:
     analysis applies to run records; an empty lock (killed while writing it) after a minute.
     """
 
-    EMPTY_AFTER_S = 60
-
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK
         self.held = False
@@ -112,10 +110,10 @@ class RunLock:
                     fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                     break
                 except FileExistsError:
-                    holder, age = self._holder()
+                    holder, age = lock_holder(self.path)
                     if age is None:
                         continue  # released this instant
-                    why = self._gone(holder, age, me["host"])
+                    why = lock_gone(holder, age)
                     if why is None:
                         where = f"pid {holder.get('pid')} on {holder.get('host')}"
                         raise LockedError(f"{self.path.parent} is in use by {where} (its lock was refreshed "
@@ -130,31 +128,6 @@ class RunLock:
         self.held = True
         return self
 
-    def _gone(self, holder: dict[str, Any], age: float, host: str) -> str | None:
-        """Why the holder is gone, or None while it may live."""
-        if not holder:
-            return f"an empty lock {age:.0f} s old" if age > self.EMPTY_AFTER_S else None
-        if holder.get("host") == host:
-            if holder.get("pid") == os.getpid():
-                return f"it names this process's pid {os.getpid()}, which a gone process had before"
-            return None if process_alive(holder.get("pid")) else f"pid {holder.get('pid')} is dead"
-        if age > STALE_AFTER_S:
-            return f"pid {holder.get('pid')} on {holder.get('host')} has not refreshed it for {age:.0f} s"
-        return None
-
-    def _holder(self) -> tuple[dict[str, Any], float | None]:
-        """The lock's content ({} when empty or unreadable) and seconds since it was refreshed
-        (None when it is gone)."""
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return {}, None
-        try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}, age
-        return (holder if isinstance(holder, dict) else {}), age
-
     def beat(self) -> None:
         """Refresh the lock's time: another host then knows its holder still runs."""
         if self.held:
@@ -164,6 +137,36 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+EMPTY_AFTER_S = 60  # a lock is empty for an instant while written: one this old was never finished
+
+
+def lock_holder(path: Path) -> tuple[dict[str, Any], float | None]:
+    """A lock's content ({} when empty or unreadable) and seconds since it was refreshed
+    (None when there is no lock)."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return {}, None
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, age
+    return (holder if isinstance(holder, dict) else {}), age
+
+
+def lock_gone(holder: dict[str, Any], age: float) -> str | None:
+    """Why a lock's holder is gone, or None while it may live."""
+    if not holder:
+        return f"an empty lock {age:.0f} s old" if age > EMPTY_AFTER_S else None
+    if holder.get("host") == socket.gethostname():
+        if holder.get("pid") == os.getpid():
+            return f"it names this process's pid {os.getpid()}, which a gone process had before"
+        return None if process_alive(holder.get("pid")) else f"pid {holder.get('pid')} is dead"
+    if age > STALE_AFTER_S:
+        return f"pid {holder.get('pid')} on {holder.get('host')} has not refreshed it for {age:.0f} s"
+    return None
 
 
 @contextlib.contextmanager

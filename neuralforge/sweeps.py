@@ -16,7 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
-from neuralforge.checkpoint import LOCK
+from neuralforge.checkpoint import LOCK, lock_gone, lock_holder
 from neuralforge.liveness import run_state
 
 log = logging.getLogger("neuralforge.sweep")
@@ -75,10 +75,13 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
 def _without_record(folder: Path) -> str:
     # Hydra writes .hydra/ as a job starts, and the engine holds the lock while it trains: a job
     # that started, holds no lock and wrote no record was refused before training (a bad value;
-    # its log says why)
+    # its log says why); one whose lock's holder is gone was killed in its first epoch
     if not (folder / ".hydra").is_dir():
         return "missing"
-    return "running" if (folder / LOCK).exists() else "failed"
+    holder, age = lock_holder(folder / LOCK)
+    if age is None:
+        return "failed"
+    return "stale" if lock_gone(holder, age) else "running"
 
 
 def summary_line(states: dict[str, list[Path]]) -> str:
@@ -102,7 +105,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))
-        for state in ("failed", "stale", "missing"):
+        for state in ("failed", "stale", "running", "missing"):
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)
         grid = config.hydra.sweeper._target_.endswith("BasicSweeper")

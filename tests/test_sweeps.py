@@ -208,3 +208,71 @@ def test_two_searches_share_one_study(idx_root, tmp_path):
         rec = records.read_results(tmp_path / f"trial_{t.number:04d}")
         assert rec["status"] == "complete" and rec["config"]["trial"] == t.number
         assert rec["metrics"]["val_acc"] == t.value
+
+
+def _sweeper(storage, stale_after_s=1800.0):
+    conf = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 0})
+    sampler = instantiate(conf, _execution_whitelist_=SAMPLER_WHITELIST)
+    return ResumableSweeperImpl(sampler, "maximize", storage, "study", 4, 1, 1.0, None, None,
+                                sampler_config=conf, stale_after_s=stale_after_s)
+
+
+def test_a_trial_of_another_host_is_failed_only_once_its_heartbeat_stops(tmp_path, monkeypatch):
+    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
+    study = sweeper.open_study()
+    queued, gone, orphan = study.ask(), study.ask(), study.ask()
+    for trial, beat in ((queued, time.time()), (gone, time.time() - 3600)):
+        trial.set_user_attr("nf_host", "node-a")  # a SLURM job: queued for long, or its search died
+        trial.set_user_attr("nf_heartbeat", beat)
+    sweeper.fail_stale(study, tmp_path)
+    assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "RUNNING"]
+    # no owner at all: the search died between asking and claiming it; after a grace period
+    monkeypatch.setattr("hydra_plugins.neuralforge_optuna.sweeper.ORPHAN_AFTER_S", 0.0)
+    sweeper.fail_stale(study, tmp_path)
+    assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "FAIL"]
+    with sweeper.heartbeat([queued]):
+        pass
+    assert study.trials[0].user_attrs["nf_heartbeat"] > time.time() - 60
+
+
+def test_a_trial_failed_by_another_search_is_not_told_twice_nor_expected(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
+    study = sweeper.open_study()
+    trial = study.ask()
+    for key, value in {"folder": "trial_0000", "overrides": ["trial=0"], "stale": True}.items():
+        trial.set_user_attr(f"nf_{key}", value)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # what another host's fail_stale did
+    sweeper.tell(study, trial, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9), tmp_path / "trial_0000")
+    assert study.trials[0].state.name == "FAIL"
+    sweeper.write_manifest(study, tmp_path)  # a replaced trial is no job the sweep still expects
+    assert json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"] == []
+    with pytest.raises(Exception, match="no trial of study study completed"):
+        sweeper.report(study, tmp_path)
+
+
+def test_a_job_killed_in_its_first_epoch_is_stale_not_running(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "seed=0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "seed=0" / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
+    sweeps.write_manifest(tmp_path, [{"overrides": ["seed=0"], "folder": "seed=0"}], kind="grid")
+    assert sweeps.job_states(tmp_path)["stale"] == [tmp_path / "seed=0"]
+
+
+def test_a_search_relaunched_with_other_fixed_settings_is_refused(idx_root, tmp_path):
+    args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "model.hidden=[16]", f"hydra.sweep.dir={tmp_path}"]
+    run(idx_root, *args, "trainer.epochs=1", "hydra.sweeper.n_trials=1")
+    out = run(idx_root, *args, "trainer.epochs=3", "hydra.sweeper.n_trials=2", check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "searches another config (trainer.epochs: 1 there, 3 here)" in out.stderr
+    study = optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.val_size=0", "a search needs a validation set"),
+    ("hydra.sweeper.storage=optuna.db", "cannot be opened"),  # a path, not a URL
+])
+def test_a_search_refuses_bad_input_in_one_line(idx_root, tmp_path, override, message):
+    out = run(idx_root, "-m", "hparams_search=mlp_optuna", override, f"hydra.sweep.dir={tmp_path}", check=False)
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr

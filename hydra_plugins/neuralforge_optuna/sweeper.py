@@ -6,7 +6,11 @@ What it changes in the stock OptunaSweeper (hydra-optuna-sweeper 1.4.0rc3):
 - each trial's values are drawn by the sampler reseeded with its seed plus the trial's number:
   a relaunch does not replay the first launch's proposals, and two searches asking at the same
   moment, which get different numbers, do not propose the same point;
-- RUNNING trials whose process is gone are marked failed (and replaced);
+- RUNNING trials whose process is gone are marked failed (and replaced): on this host when the
+  sweeper's pid is dead, from another host when the sweeper has not refreshed the trial's
+  heartbeat for `stale_after_s`;
+- the study remembers the config it searches (all but the searched keys): a relaunch with
+  other fixed settings (epochs, seeds per trial, ...) is refused instead of mixing trials;
 - the storage folder is created first; `journal:<path>` builds Optuna's journal file storage;
 - the job is told its trial (the `trial` key), and the per-seed values from its results.json
   are copied into the trial's user attributes before `tell`;
@@ -15,11 +19,13 @@ What it changes in the stock OptunaSweeper (hydra-optuna-sweeper 1.4.0rc3):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,6 @@ from typing import Any, Sequence
 import optuna
 import sqlalchemy.exc
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
@@ -37,11 +42,15 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
-from neuralforge.liveness import process_alive, run_state
+from neuralforge.errors import ConfigError
+from neuralforge.liveness import process_alive
 
 log = logging.getLogger(__name__)
 
 SAMPLER_WHITELIST = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+# keys that say where or how fast, not what, a trial computes: a relaunch may change them
+UNSEARCHED = ("data.root", "data.download", "trainer.keep_last", "threads", "device", "trial")
+ORPHAN_AFTER_S = 60.0  # a trial with no owner: its search died between asking and claiming it
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
 
 
@@ -75,6 +84,14 @@ def open_storage(url: str) -> Any:
     return url
 
 
+def _flat(tree: dict[str, Any], prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 class NFOptunaSweeper(OptunaSweeper):
     def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
@@ -94,8 +111,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
         if self.config.data.val_size == 0:
-            raise HydraException("A search needs a validation set to choose on: data.val_size=0 would select on "
-                                 "the test set. Set data.val_size > 0.")
+            raise ConfigError("a search needs a validation set to choose on: data.val_size=0 would select on "
+                              "the test set. Set data.val_size > 0.")
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._process_searchspace_config()
@@ -104,6 +121,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             space.pop(name, None)
 
         study = self.open_study()
+        self.check_same_search(study, space)
         self.fail_stale(study, sweep_dir)
         log.info("Study %s in %s: %d trials so far, %d asked for", study.study_name, self.storage,
                  len(study.trials), self.n_trials)
@@ -119,7 +137,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                     trial.set_user_attr(f"nf_{key}", value)
                 jobs.append(job)
             self.write_manifest(study, sweep_dir)
-            returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+            with self.heartbeat(trials):
+                returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns):
                 self.tell(study, trial, ret, sweep_dir / trial.user_attrs["nf_folder"])
 
@@ -138,7 +157,52 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+            except (ImportError, sqlalchemy.exc.ArgumentError) as err:  # no driver installed; not a URL
+                first = str(err).strip().splitlines()[0]
+                raise ConfigError(f"hydra.sweeper.storage={self.storage} cannot be opened ({first}). Give an "
+                                  f"SQLAlchemy URL (sqlite:///path, postgresql://...) whose driver is installed "
+                                  f"(pip install psycopg2-binary for PostgreSQL), or journal:path.") from None
         raise AssertionError("unreachable")
+
+    def check_same_search(self, study: optuna.Study, space: dict[str, Any]) -> None:
+        """Refuse to add trials of another config to a study: only the searched keys may differ."""
+        cfg = OmegaConf.to_container(self.config, resolve=False)
+        assert isinstance(cfg, dict)
+        mine = {k: v for k, v in _flat(cfg) if k.split(".")[0] != "hydra" and k not in space and k not in UNSEARCHED}
+        theirs = study.user_attrs.get("nf_config")
+        if theirs is None:
+            study.set_user_attr("nf_config", mine)
+            return
+        differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ[:4])
+            raise ConfigError(f"study {study.study_name} in {self.storage} searches another config ({shown}). "
+                              f"Use the first launch's settings, or another hydra.sweep.dir or "
+                              f"hydra.sweeper.study_name.")
+
+    @contextlib.contextmanager
+    def heartbeat(self, trials: list[optuna.Trial]):
+        """Refresh the trials' `nf_heartbeat` while their jobs run or wait in a queue: what a
+        search on another host judges them alive by."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                for t in trials:
+                    try:
+                        t.set_user_attr("nf_heartbeat", time.time())
+                    except Exception as err:  # finished (failed by another search); the storage is down
+                        log.debug("heartbeat of trial %d: %s", t.number, err)
+                if stop.wait(self.stale_after_s / 6):
+                    return
+
+        thread = threading.Thread(target=beat, name="nf-trial-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def ask(self, study: optuna.Study, space: dict[str, Any], fixed: dict[str, Any],
             fixed_overrides: list[str]) -> tuple[optuna.trial.Trial, Sequence[str]]:
@@ -149,6 +213,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         fresh entropy anyway. (Samplers that draw jointly, such as CMA-ES, do so inside `ask`,
         before the reseeding; the stock samplers' independent draws come after it.)"""
         trial = study.ask()
+        for key, value in self.me.items():  # at once: a search killed now leaves a trial fail_stale can judge
+            trial.set_user_attr(f"nf_{key}", value)
         seed = self.sampler_config.get("seed")
         if seed is not None and not self.sampler_config.get("_partial_"):
             study.sampler = instantiate(self.sampler_config, seed=seed + trial.number,
@@ -163,14 +229,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         now = time.time()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             host, pid = t.user_attrs.get("nf_host"), t.user_attrs.get("nf_pid")
-            if host == self.me["host"]:
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            if host is None:  # asked by a search killed before it could say whose the trial is
+                stale = now - started > ORPHAN_AFTER_S
+            elif host == self.me["host"]:
                 stale = not process_alive(pid)
-            else:
-                runs = [json.loads(p.read_text())
-                        for p in (sweep_dir / t.user_attrs.get("nf_folder", "")).rglob(records.RESULTS)]
-                started = t.datetime_start.timestamp() if t.datetime_start else now
-                stale = (all(run_state(r, now) == "stale" for r in runs) if runs
-                         else now - started > self.stale_after_s)
+            else:  # its sweeper refreshes the heartbeat while the trial's job runs or waits in a queue
+                stale = now - t.user_attrs.get("nf_heartbeat", started) > self.stale_after_s
             if stale:
                 log.warning("Trial %d was left RUNNING by a process that is gone: marking it failed", t.number)
                 trial = optuna.trial.Trial(study, t._trial_id)
@@ -178,6 +243,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                 study.tell(trial, state=TrialState.FAIL)
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> None:
+        try:
+            self._tell(study, trial, ret, folder)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("Trial %d was marked failed by another search while it ran; the study does not count "
+                        "it (its runs stay in %s) and a new trial replaces it", trial.number, folder)
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> None:
         runs = sorted((json.loads(p.read_text()) for p in folder.rglob(records.RESULTS)), key=lambda r: r["seed"])
         complete = [r for r in runs if r["status"] == records.COMPLETE]
         trial.set_user_attr("seeds", [r["seed"] for r in complete])
@@ -195,8 +267,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         study.tell(trial, value)
 
     def write_manifest(self, study: optuna.Study, sweep_dir: Path) -> None:
+        # a trial replaced because its process was gone is no longer a job the sweep expects
         jobs = [{"trial": t.number, "overrides": t.user_attrs["nf_overrides"], "folder": t.user_attrs["nf_folder"]}
-                for t in study.get_trials(deepcopy=False) if "nf_folder" in t.user_attrs]
+                for t in study.get_trials(deepcopy=False)
+                if "nf_folder" in t.user_attrs and not t.user_attrs.get("nf_stale")]
         sweeps.write_manifest(sweep_dir, jobs, kind="optuna", study_name=study.study_name,
                               storage=str(self.storage), n_trials=self.n_trials)
 
@@ -205,6 +279,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         log.info("Study %s: %d complete, %d failed, %d running", study.study_name,
                  states.count(TrialState.COMPLETE), states.count(TrialState.FAIL), states.count(TrialState.RUNNING))
         if states.count(TrialState.COMPLETE) == 0:
+            if states.count(TrialState.FAIL):  # a search in which nothing trained is a failed command
+                raise ConfigError(f"no trial of study {study.study_name} completed: see the trials' logs in {sweep_dir}")
             return
         best = study.best_trial
         log.info("Best trial %d: value %.6f, params %s", best.number, best.value, best.params)
