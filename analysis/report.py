@@ -55,7 +55,7 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
         group_keys(df, by)  # a key that does not vary is an error before anything is written
     tables.check_metric(df, metric)  # and so is a metric the records lack
     out = Path(out)
-    created = not out.exists()
+    created, earlier = not out.exists(), (out / "report.md").exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         # drawn in a scratch folder, then moved in: a failure leaves the folder as it was
@@ -68,8 +68,10 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
             shutil.rmtree(out, ignore_errors=True)
         raise
     # what an earlier report left here that this one does not write (variance.md of a grid,
-    # problems.csv of a sweep with failures) would be read as this sweep's; other files stay
-    for name in set(FILES) - {w["file"] for w in written}:
+    # problems.csv of a sweep with failures) would be read as this sweep's; other files stay,
+    # and without an earlier report.md no file here is taken for one
+    stale = set(FILES) - {w["file"] for w in written} if earlier else set()
+    for name in stale:
         (out / name).unlink(missing_ok=True)
     return pd.DataFrame(written)
 

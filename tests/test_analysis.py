@@ -614,6 +614,11 @@ def test_a_report_replaces_the_earlier_one_in_its_folder_and_nothing_else(widths
     with pytest.raises(RuntimeError):
         report(grid, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "variance.md").write_text("my notes")  # no report.md: not an earlier report's
+    report(widths, tmp_path / "mine")
+    assert (tmp_path / "mine" / "variance.md").read_text() == "my notes"
 
 
 def test_cli_refuses_a_negative_seed_and_an_empty_folder(tmp_path, capsys):
