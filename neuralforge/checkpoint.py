@@ -103,7 +103,6 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         with _exclusive(self.path.parent):  # two processes taking over one stale lock: one wins
             for _ in range(3):
                 try:
@@ -124,19 +123,44 @@ class RunLock:
             else:
                 raise LockedError(f"could not take {self.path}: other processes keep taking it")
             with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+                json.dump(_owner(), f)
         self.held = True
         return self
 
     def beat(self) -> None:
         """Refresh the lock's time: another host then knows its holder still runs."""
-        if self.held:
-            os.utime(self.path)
+        if not self.held:
+            return
+        holder, age = lock_holder(self.path)
+        if age is None:  # deleted by hand while the run trains: take it again
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = lock_holder(self.path)[0]
+            else:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(_owner(), f)
+                log.warning("%s was deleted while this run trained: taken again", self.path)
+                return
+        if not _mine(holder):
+            self.held = False
+            raise LockedError(f"{self.path} was taken by pid {holder.get('pid')} on {holder.get('host')} while "
+                              f"this run trained (deleted by hand?): stopping this run")
+        os.utime(self.path)
 
     def __exit__(self, *exc: Any) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            if _mine(lock_holder(self.path)[0]):
+                self.path.unlink(missing_ok=True)  # only its own: never another process's
             self.held = False
+
+
+def _owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+
+
+def _mine(holder: dict[str, Any]) -> bool:
+    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
 
 
 EMPTY_AFTER_S = 60  # a lock is empty for an instant while written: one this old was never finished

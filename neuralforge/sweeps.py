@@ -44,12 +44,13 @@ def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
     return jobs
 
 
-def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """Add `jobs` to the sweep's manifest. A relaunch that widens a sweep adds its new jobs;
-    one that reruns a subset forgets nothing."""
+def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], drop: set[str] = frozenset(),
+                   **extra: Any) -> dict[str, Any]:
+    """Add `jobs` to the sweep's manifest, and forget the folders in `drop`. A relaunch that
+    widens a sweep adds its new jobs; one that reruns a subset forgets nothing."""
     path = sweep_dir / MANIFEST
     old = json.loads(path.read_text()) if path.exists() else {}
-    by_folder = {j["folder"]: j for j in old.get("jobs", [])}
+    by_folder = {j["folder"]: j for j in old.get("jobs", []) if j["folder"] not in drop}
     by_folder.update({j["folder"]: j for j in jobs})
     manifest = {**old, **extra, "updated": time.time(), "jobs": sorted(by_folder.values(), key=lambda j: j["folder"])}
     records.write_json(path, manifest)

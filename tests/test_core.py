@@ -425,6 +425,24 @@ def test_an_empty_lock_or_one_naming_this_process_is_a_dead_one(make_cfg, tmp_pa
     assert records.read_results(tmp_path)["status"] == "complete"
 
 
+def test_a_lock_deleted_by_hand_is_taken_again_and_one_taken_by_another_is_left_alone(make_cfg, tmp_path):
+    def at_epoch_1(action):
+        def hook(run):
+            if run.epoch == 1:
+                action(run.dir / checkpoint.LOCK)
+        return hook
+
+    train(make_cfg("trainer.epochs=3"), tmp_path / "a", on_epoch_end=at_epoch_1(lambda lock: lock.unlink()))
+    assert records.read_results(tmp_path / "a")["status"] == "complete"
+    assert not (tmp_path / "a" / checkpoint.LOCK).exists()
+
+    other = {"pid": os.getppid(), "host": socket.gethostname()}  # deleted, then taken by another process
+    with pytest.raises(LockedError, match="was taken by pid"):
+        train(make_cfg("trainer.epochs=3"), tmp_path / "b",
+              on_epoch_end=at_epoch_1(lambda lock: lock.write_text(json.dumps(other))))
+    assert json.loads((tmp_path / "b" / checkpoint.LOCK).read_text()) == other  # its lock stays
+
+
 def test_a_running_run_refreshes_its_lock_every_epoch(make_cfg, tmp_path):
     lock = tmp_path / checkpoint.LOCK
     seen = []

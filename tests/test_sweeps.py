@@ -240,9 +240,12 @@ def test_a_trial_failed_by_another_search_is_not_told_twice_nor_expected(tmp_pat
     sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
     study = sweeper.open_study()
     trial = study.ask()
-    for key, value in {"folder": "trial_0000", "overrides": ["trial=0"], "stale": True}.items():
+    for key, value in {"folder": "trial_0000", "overrides": ["trial=0"]}.items():
         trial.set_user_attr(f"nf_{key}", value)
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # what another host's fail_stale did
+    sweeper.write_manifest(study, tmp_path)  # the launch lists it
+    assert len(json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]) == 1
+    trial.set_user_attr("nf_stale", True)  # what another host's fail_stale did
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
     sweeper.tell(study, trial, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9), tmp_path / "trial_0000")
     assert study.trials[0].state.name == "FAIL"
     sweeper.write_manifest(study, tmp_path)  # a replaced trial is no job the sweep still expects
@@ -257,6 +260,23 @@ def test_a_job_killed_in_its_first_epoch_is_stale_not_running(tmp_path):
     (tmp_path / "seed=0" / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
     sweeps.write_manifest(tmp_path, [{"overrides": ["seed=0"], "folder": "seed=0"}], kind="grid")
     assert sweeps.job_states(tmp_path)["stale"] == [tmp_path / "seed=0"]
+
+
+def test_a_search_compares_resolved_settings(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from conftest import CONF
+    from neuralforge import config  # noqa: F401  (registers the schemas the configs extend)
+    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
+    study = sweeper.open_study()
+    with initialize_config_dir(config_dir=CONF):
+        for overrides in (["seed=0"], ["seed=0", "seeds.init=0", "threads=1"]):  # ${seed} spelt out: the same
+            sweeper.config = compose("config", overrides=["hparams_search=mlp_optuna", *overrides],
+                                     return_hydra_config=True)
+            sweeper.check_same_search(study, {"optimizer.lr": None})
+        sweeper.config = compose("config", overrides=["hparams_search=mlp_optuna", "seeds.init=1"],
+                                 return_hydra_config=True)
+        with pytest.raises(Exception, match="seeds.init: 0 there, 1 here"):
+            sweeper.check_same_search(study, {"optimizer.lr": None})
 
 
 def test_a_search_relaunched_with_other_fixed_settings_is_refused(idx_root, tmp_path):

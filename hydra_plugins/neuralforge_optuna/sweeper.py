@@ -166,9 +166,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def check_same_search(self, study: optuna.Study, space: dict[str, Any]) -> None:
         """Refuse to add trials of another config to a study: only the searched keys may differ."""
-        cfg = OmegaConf.to_container(self.config, resolve=False)
+        task = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        try:  # resolved: seeds.init=0 spells out what ${seed} gives with seed=0
+            cfg = OmegaConf.to_container(task, resolve=True)
+        except Exception:  # an interpolation only a job can resolve: compare as written
+            cfg = OmegaConf.to_container(task, resolve=False)
         assert isinstance(cfg, dict)
-        mine = {k: v for k, v in _flat(cfg) if k.split(".")[0] != "hydra" and k not in space and k not in UNSEARCHED}
+        mine = {k: v for k, v in _flat(cfg) if k not in space and k not in UNSEARCHED}
         theirs = study.user_attrs.get("nf_config")
         if theirs is None:
             study.set_user_attr("nf_config", mine)
@@ -267,11 +271,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         study.tell(trial, value)
 
     def write_manifest(self, study: optuna.Study, sweep_dir: Path) -> None:
-        # a trial replaced because its process was gone is no longer a job the sweep expects
+        trials = [t for t in study.get_trials(deepcopy=False) if "nf_folder" in t.user_attrs]
         jobs = [{"trial": t.number, "overrides": t.user_attrs["nf_overrides"], "folder": t.user_attrs["nf_folder"]}
-                for t in study.get_trials(deepcopy=False)
-                if "nf_folder" in t.user_attrs and not t.user_attrs.get("nf_stale")]
-        sweeps.write_manifest(sweep_dir, jobs, kind="optuna", study_name=study.study_name,
+                for t in trials if not t.user_attrs.get("nf_stale")]
+        # a trial replaced because its process was gone is no longer a job the sweep expects
+        replaced = {t.user_attrs["nf_folder"] for t in trials if t.user_attrs.get("nf_stale")}
+        sweeps.write_manifest(sweep_dir, jobs, drop=replaced, kind="optuna", study_name=study.study_name,
                               storage=str(self.storage), n_trials=self.n_trials)
 
     def report(self, study: optuna.Study, sweep_dir: Path) -> None:
