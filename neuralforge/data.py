@@ -83,6 +83,12 @@ def check_idx(path: Path, magic: int, num_classes: int = NUM_CLASSES) -> tuple[t
 
 def check_files(name: str, root: str) -> dict[str, str]:
     folder = raw_folder(name, root)
+    processed = folder.parent / "processed"
+    if (processed / "training.pt").exists() and (processed / "test.pt").exists():
+        # torchvision reads these, left by its versions before 0.9, instead of raw/: the files
+        # checked and hashed here would not be the ones trained on
+        raise DataError(f"{processed} holds an old torchvision's copy of the data, which torchvision would read "
+                        f"instead of {folder}. Delete {processed} to train on the raw files.")
     dims, checksums = {}, {}
     for role, fname in FILES.items():
         magic = IMAGE_MAGIC if role.endswith("images") else LABEL_MAGIC

@@ -338,6 +338,16 @@ def test_corrupt_dataset_file_gets_a_clear_error(make_cfg, tmp_path, damage, mes
         train(make_cfg(f"data.root={root}"), tmp_path / "run")
 
 
+def test_an_old_torchvisions_processed_copy_is_refused(make_cfg, tmp_path):
+    root = write_dataset(tmp_path / "data")
+    processed = root / "MNIST" / "processed"
+    processed.mkdir()
+    for name, n in (("training.pt", 50), ("test.pt", 20)):  # torchvision would read these, not raw/
+        torch.save((torch.zeros(n, 28, 28, dtype=torch.uint8), torch.full((n,), 7)), processed / name)
+    with pytest.raises(DataError, match="old torchvision's copy"):
+        train(make_cfg(f"data.root={root}"), tmp_path / "run")
+
+
 def test_label_out_of_range_is_corrupt(make_cfg, tmp_path):
     root = write_dataset(tmp_path / "data")
     write_idx(root / "MNIST/raw/t10k-labels-idx1-ubyte", np.full(200, 12, dtype=np.uint8))
