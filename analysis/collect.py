@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisError, NoCompleteRuns
-from neuralforge.liveness import run_state  # the sweep summary's rule too
+from neuralforge.liveness import run_state, without_record  # the sweep summary's rules too
 
 RESULTS, MANIFEST = "results.json", "manifest.json"
 # Keys that change where or how fast a run computes, not what: they split neither a config nor a seed
@@ -33,7 +33,12 @@ NON_SEMANTIC = frozenset({
     "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
 })
 COMPLETE = "complete"  # the others: failed, running, stale (recorded as running, nobody writes it)
-MISSING = "missing"  # listed in the sweep's manifest, never wrote results.json
+MISSING = "missing"  # listed in the sweep's manifest, never started
+WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started
+    "failed": ": refused before training (its log in the folder says why)",
+    "stale": ": killed before its first record (its lock's process is gone)",
+    "running": ": in its first epoch (it holds the folder's lock)",
+}
 REPEAT = "repeat"  # complete, but another complete run already has its config and seeds
 UNREADABLE = "unreadable"
 
@@ -81,7 +86,9 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
         for folder, overrides in _expected(manifest):
             if os.path.realpath(folder) not in seen:
                 seen.add(os.path.realpath(folder))
-                rows.append({"status": MISSING, "error": f"listed in {MANIFEST}, never wrote {RESULTS}",
+                state = without_record(Path(folder))  # the end-of-sweep summary's rule
+                rows.append({"status": state, "error": f"listed in {MANIFEST}, never wrote {RESULTS}"
+                                                       + WITHOUT_RECORD.get(state, ""),
                              "overrides": overrides, "folder": folder})
                 configs.append({})
 

@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from neuralforge.errors import CheckpointError, LockedError
-from neuralforge.liveness import STALE_AFTER_S, process_alive
+from neuralforge.liveness import LOCK, lock_gone, lock_holder
 
 log = logging.getLogger("neuralforge")
-LOCK = ".lock"
 
 
 def atomic_write(path: Path, write, durable: bool = False) -> None:
@@ -161,36 +160,6 @@ def _owner() -> dict[str, Any]:
 
 def _mine(holder: dict[str, Any]) -> bool:
     return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
-
-
-EMPTY_AFTER_S = 60  # a lock is empty for an instant while written: one this old was never finished
-
-
-def lock_holder(path: Path) -> tuple[dict[str, Any], float | None]:
-    """A lock's content ({} when empty or unreadable) and seconds since it was refreshed
-    (None when there is no lock)."""
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return {}, None
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}, age
-    return (holder if isinstance(holder, dict) else {}), age
-
-
-def lock_gone(holder: dict[str, Any], age: float) -> str | None:
-    """Why a lock's holder is gone, or None while it may live."""
-    if not holder:
-        return f"an empty lock {age:.0f} s old" if age > EMPTY_AFTER_S else None
-    if holder.get("host") == socket.gethostname():
-        if holder.get("pid") == os.getpid():
-            return f"it names this process's pid {os.getpid()}, which a gone process had before"
-        return None if process_alive(holder.get("pid")) else f"pid {holder.get('pid')} is dead"
-    if age > STALE_AFTER_S:
-        return f"pid {holder.get('pid')} on {holder.get('host')} has not refreshed it for {age:.0f} s"
-    return None
 
 
 @contextlib.contextmanager

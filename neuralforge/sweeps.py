@@ -16,8 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
-from neuralforge.checkpoint import LOCK, lock_gone, lock_holder
-from neuralforge.liveness import run_state
+from neuralforge.liveness import run_state, without_record
 
 log = logging.getLogger("neuralforge.sweep")
 
@@ -69,20 +68,8 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
         for job in json.loads(manifest.read_text())["jobs"]:
             folder = sweep_dir / job["folder"]
             if not any(folder.rglob(records.RESULTS)):
-                found[_without_record(folder)].append(folder)
+                found[without_record(folder)].append(folder)
     return found
-
-
-def _without_record(folder: Path) -> str:
-    # Hydra writes .hydra/ as a job starts, and the engine holds the lock while it trains: a job
-    # that started, holds no lock and wrote no record was refused before training (a bad value;
-    # its log says why); one whose lock's holder is gone was killed in its first epoch
-    if not (folder / ".hydra").is_dir():
-        return "missing"
-    holder, age = lock_holder(folder / LOCK)
-    if age is None:
-        return "failed"
-    return "stale" if lock_gone(holder, age) else "running"
 
 
 def summary_line(states: dict[str, list[Path]]) -> str:

@@ -188,6 +188,21 @@ def test_a_record_that_is_not_an_object_is_unreadable(tmp_path):
     assert sorted(df["status"]) == ["complete", "unreadable"]
 
 
+def test_a_job_that_left_no_record_is_judged_as_the_sweep_summary_judges_it(tmp_path):
+    from neuralforge import sweeps
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "refused" / ".hydra").mkdir(parents=True)  # a bad value: started, no lock, no record
+    (tmp_path / "killed" / ".hydra").mkdir(parents=True)  # SIGKILLed in its first epoch
+    (tmp_path / "killed" / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    jobs = [{"overrides": [f"seed={k}"], "folder": name} for k, name in enumerate(("refused", "killed", "never"))]
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "grid", "jobs": jobs}))
+    df = collect(tmp_path)
+    status = {Path(f).name: st for f, st in zip(df["folder"], df["status"])}
+    assert status == {"refused": "failed", "killed": "stale", "never": "missing"}
+    assert {k: [p.name for p in v] for k, v in sweeps.job_states(tmp_path).items() if v} == \
+        {"failed": ["refused"], "stale": ["killed"], "missing": ["never"]}
+
+
 def test_the_same_seeds_of_one_config_count_once(tmp_path):
     for s in range(3):
         write_record(tmp_path / f"a_group/seed={s}", seed=s, test_acc=0.90 + 0.01 * s)
