@@ -104,27 +104,33 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.path.parent):  # two processes taking over one stale lock: one wins
             for _ in range(3):
-                try:
-                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                if self._claim():
                     break
-                except FileExistsError:
-                    holder, age = lock_holder(self.path)
-                    if age is None:
-                        continue  # released this instant
-                    why = lock_gone(holder, age)
-                    if why is None:
-                        where = f"pid {holder.get('pid')} on {holder.get('host')}"
-                        raise LockedError(f"{self.path.parent} is in use by {where} (its lock was refreshed "
-                                          f"{age:.0f} s ago). Wait for it, or, if that process is gone, "
-                                          f"delete {self.path}.") from None
-                    log.warning("Taking over %s: %s", self.path, why)
-                    self.path.unlink(missing_ok=True)
+                holder, age = lock_holder(self.path)
+                if age is None:
+                    continue  # released this instant
+                why = lock_gone(holder, age)
+                if why is None:
+                    where = f"pid {holder.get('pid')} on {holder.get('host')}"
+                    raise LockedError(f"{self.path.parent} is in use by {where} (its lock was refreshed "
+                                      f"{age:.0f} s ago). Wait for it, or, if that process is gone, "
+                                      f"delete {self.path}.")
+                log.warning("Taking over %s: %s", self.path, why)
+                self.path.unlink(missing_ok=True)
             else:
                 raise LockedError(f"could not take {self.path}: other processes keep taking it")
-            with os.fdopen(fd, "w") as f:
-                json.dump(_owner(), f)
         self.held = True
         return self
+
+    def _claim(self) -> bool:
+        """Create the lock naming this process; False when a lock is already there."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(_owner(), f)
+        return True
 
     def beat(self) -> None:
         """Refresh the lock's time: another host then knows its holder still runs."""
@@ -132,15 +138,10 @@ class RunLock:
             return
         holder, age = lock_holder(self.path)
         if age is None:  # deleted by hand while the run trains: take it again
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = lock_holder(self.path)[0]
-            else:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(_owner(), f)
+            if self._claim():
                 log.warning("%s was deleted while this run trained: taken again", self.path)
                 return
+            holder = lock_holder(self.path)[0]
         if not _mine(holder):
             self.held = False
             raise LockedError(f"{self.path} was taken by pid {holder.get('pid')} on {holder.get('host')} while "

@@ -113,14 +113,14 @@ class Run:
     def go(self) -> float:
         # every record in the folder, also those this command would not write (a single run's,
         # where a group now starts; another group's members): last.pt may be gone (keep_last=false)
-        found = [self.dir / records.RESULTS, *sorted(self.dir.glob(f"seed=*/{records.RESULTS}"))]
-        for path in found:
-            rec = records.read_results(path.parent)
+        found = {path.parent: records.read_results(path.parent)
+                 for path in [self.dir / records.RESULTS, *sorted(self.dir.glob(f"seed=*/{records.RESULTS}"))]}
+        for folder, rec in found.items():
             if rec is not None and rec.get("fingerprint") != self.fp:
                 raise ConfigError(
-                    f"{path.parent} holds a run of another config (fingerprint {rec.get('fingerprint')}, this command "
+                    f"{folder} holds a run of another config (fingerprint {rec.get('fingerprint')}, this command "
                     f"gives {self.fp}). Refusing to mix them: choose another hydra.run.dir / hydra.sweep.dir.")
-        existing = [records.read_results(f) for f in self.folders]
+        existing = [found.get(f) for f in self.folders]  # each member's folder is among those read
         if all(rec is not None and rec["status"] == COMPLETE for rec in existing):
             score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
             log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)

@@ -31,6 +31,7 @@ from analysis import stats
 from analysis.__main__ import main
 from analysis.errors import AnalysisError, NoCompleteRuns
 from analysis.markdown import markdown
+from analysis.report import FILES as REPORT_FILES
 from analysis.variance import components
 from conftest import CONF, FAST
 from neuralforge.engine import train
@@ -578,6 +579,7 @@ def test_report_writes_every_promised_file(widths, grid, tmp_path):
         (widths / "optuna.db").unlink()
     files = {p.name for p in (tmp_path / "w").iterdir()}
     assert set(written["file"]) == files
+    assert files <= set(REPORT_FILES)  # what a later report into the folder knows to replace
     assert {"report.md", "summary.md", "summary.csv", "compare.md", "compare.csv", "stability.md",
             "stability.csv", "noise_floor.csv", "optimism.csv", "expected_max.csv", "runs.csv", "problems.csv",
             "distribution.png", "curves.png", "ecdf.png", "expected_max.png", "churn.png",
@@ -585,6 +587,7 @@ def test_report_writes_every_promised_file(widths, grid, tmp_path):
     assert "variance.md" not in files  # no grid in a seed sweep
     report(grid, tmp_path / "g")
     assert (tmp_path / "g" / "variance.md").exists() and (tmp_path / "g" / "variance.csv").exists()
+    assert {p.name for p in (tmp_path / "g").iterdir()} <= set(REPORT_FILES)
     for png in [*(tmp_path / "w").glob("*.png"), *(tmp_path / "g").glob("*.png")]:
         assert png.stat().st_size > 5_000, png
         assert matplotlib.image.imread(png).ndim == 3

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
+from neuralforge.config import NOT_FINGERPRINTED
 from neuralforge.errors import ConfigError
 from neuralforge.liveness import process_alive
 
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 SAMPLER_WHITELIST = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
 # keys that say where or how fast, not what, a trial computes: a relaunch may change them
-UNSEARCHED = ("data.root", "data.download", "trainer.keep_last", "threads", "device", "trial")
+UNSEARCHED = (*NOT_FINGERPRINTED, "threads", "device", "trial")
 ORPHAN_AFTER_S = 60.0  # a trial with no owner: its search died between asking and claiming it
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
 
