@@ -8,6 +8,7 @@ names it instead of a reshape failure deep inside torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ def ensure_files(name: str, root: str, download: bool) -> None:
         return
     if download:
         log.info("Downloading %s into %s", name, root)
+        created = [p for p in (folder, folder.parent, Path(root)) if not p.exists()]  # deepest first
         try:
             for train in (True, False):
                 DATASETS[name](root, train=train, download=True)
@@ -114,6 +116,10 @@ def ensure_files(name: str, root: str, download: bool) -> None:
         except Exception as err:  # torchvision raises URLError, RuntimeError, OSError, ...
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             reason = f"the download failed ({lines[-1]})"  # torchvision's last line says why
+            # torchvision makes the folders before it fails; left empty, they would pass for a dataset
+            for path in created:
+                with contextlib.suppress(OSError):  # not empty: keep what is there
+                    path.rmdir()
     else:
         reason = "data.download=false"
     raise DataError(f"{name} files not found in {folder} (missing {', '.join(missing)}) and {reason}. "

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
+from torchvision import datasets
 
 from neuralforge import checkpoint, data, hardware, records
 from neuralforge.config import fingerprint
@@ -324,6 +325,16 @@ def test_missing_dataset_names_files_and_override(make_cfg, tmp_path):
     with pytest.raises(DataError) as err:
         train(make_cfg(f"data.root={tmp_path / 'nothing'}"), tmp_path / "run")
     assert "train-images-idx3-ubyte" in str(err.value) and "data.root=" in str(err.value)
+
+
+def test_a_failed_download_says_why_and_leaves_no_empty_folders(make_cfg, tmp_path, monkeypatch):
+    # the real download code, pointed at a mirror that is not there: offline, on any machine
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [(tmp_path / "no-mirror").as_uri() + "/"])
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="the download failed") as err:
+        train(make_cfg("data=fashion_mnist", f"data.root={root}", "data.download=true"), tmp_path / "run")
+    assert "data.root=" in str(err.value)
+    assert not root.exists()
 
 
 @pytest.mark.parametrize("damage, message", [
