@@ -44,13 +44,14 @@ def optimism(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFram
 
 
 def expected_max(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None) -> pd.DataFrame:
-    """Per config and n = 1..N: the expected best `metric` of n of its N runs (Tang et al. 2020)."""
+    """Per config and n = 1..N: the expected best `metric` of n of its N runs (Tang et al. 2020):
+    the expected maximum, or for a lower-is-better metric such as a loss the expected minimum."""
     check_metric(df, metric)
     best = stats.higher_is_better(metric)
     frames = [pd.DataFrame({**g.columns, "n": np.arange(1, len(values) + 1),
-                            "expected_max": stats.expected_best(values, best)})
+                            "expected_best": stats.expected_best(values, best)})
               for g, values in _values(df, metric, by)]
-    return _units(pd.concat(frames, ignore_index=True), metric, ["expected_max"])
+    return _units(pd.concat(frames, ignore_index=True), metric, ["expected_best"])
 
 
 def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", seed: int = 0) -> pd.DataFrame:

@@ -359,7 +359,7 @@ def test_a_loss_is_better_lower(tmp_path):
     assert row["p_a_gt_b"] == (0.0 if low_is_a else 1.0)  # P(a > b) stays what it says
     best = expected_max(df, "test_loss")
     for _, curve in best.groupby("optimizer.lr"):
-        assert curve["expected_max"].is_monotonic_decreasing  # the expected lowest loss of n runs
+        assert curve["expected_best"].is_monotonic_decreasing  # the expected lowest loss of n runs
     assert stats.n_for_power(0.0, 0.01) == 2  # no spread: still two runs to see it
 
 
@@ -426,7 +426,7 @@ def test_expected_max_table(widths):
     table = expected_max(collect(widths))
     assert list(table.groupby("model.hidden")["n"].max()) == [4, 4]
     first = table[table["model.hidden"] == "[64, 32]"]
-    assert first["expected_max"].is_monotonic_increasing
+    assert first["expected_best"].is_monotonic_increasing
 
 
 # --------------------------------------------------------------------------- noise floor and stability
