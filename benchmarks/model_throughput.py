@@ -3,7 +3,7 @@
     NEURALFORGE_DATA=$PWD/../shared/data python benchmarks/model_throughput.py
 """
 
-from notebook import configure, data_root, harness_epoch
+from notebook import configure, data_root, harness_epoch, machine
 
 ROWS = [
     ("MLP 784-128-64-10, batch 64 (the notebook's)", []),
@@ -14,7 +14,7 @@ ROWS = [
 
 if __name__ == "__main__":
     root = data_root()
-    print(f"threads: {configure()}")
+    print(f"threads: {configure()}, cpu: {machine()}")
     print("| model | s/epoch | vs MLP |")
     print("|---|---|---|")
     base = None

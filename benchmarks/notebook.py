@@ -70,6 +70,17 @@ def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:
         return seconds
 
 
+def machine() -> str:
+    """The CPU and the features its matmul kernels depend on: figures from different CPUs differ."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    features = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX-512"]
+    return f"{hardware.device_name(torch.device('cpu'))} ({', '.join(features)})"
+
+
 def configure(threads: int | None = None) -> int:
     # The notebook ran with torch's defaults; both sides get the same thread count.
     return hardware.configure_cpu(threads or hardware.default_threads())

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from neuralforge.config import MATMUL_PRECISIONS
-from notebook import configure, data_root, harness_epoch, notebook_epoch
+from notebook import configure, data_root, harness_epoch, machine, notebook_epoch
 
 
 def row(root: str, k: int, device: str, precision: str) -> tuple[float, float]:
@@ -40,7 +40,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     root, sizes, precision = data_root(), args.sizes, args.matmul_precision
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"threads: {configure()}, harness device: {device}, matmul_precision: {precision}")
+    print(f"threads: {configure()}, cpu: {machine()}, harness device: {device}, matmul_precision: {precision}")
     print("| path | K | s/epoch | s/model-epoch | vs notebook | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)

@@ -23,7 +23,7 @@ import time
 import torch
 
 from neuralforge.engine import Run, gather
-from notebook import configure, data_root, harness_config, harness_epoch
+from notebook import configure, data_root, harness_config, harness_epoch, machine
 
 BARE = "model.hidden=[1,1]"
 KERNELS = ("layer 1", "its weight gradient", "fused Adam")
@@ -60,7 +60,7 @@ def kernels(root: str, K: int, *overrides: str) -> tuple[list[float], int]:
 if __name__ == "__main__":
     root = data_root()
     sizes = [int(k) for k in sys.argv[1:]] or [1, 32]
-    print(f"threads: {configure()}")
+    print(f"threads: {configure()}, cpu: {machine()}")
     print("| K | loop | no arithmetic | " + " | ".join(KERNELS) + " | bound | s/model-epoch: loop | bound |")
     print("|---" * (len(KERNELS) + 6) + "|")
     for K in sizes:

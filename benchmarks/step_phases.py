@@ -14,7 +14,7 @@ import time
 import torch
 
 from neuralforge.engine import Run, gather, member_loss
-from notebook import configure, data_root, harness_config
+from notebook import configure, data_root, harness_config, machine
 
 PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")
 
@@ -52,7 +52,7 @@ def phases(root: str, K: int, steps: int = 400) -> dict[str, float]:
 if __name__ == "__main__":
     root = data_root()
     sizes = [int(k) for k in sys.argv[1:]] or [1, 32]
-    print(f"threads: {configure()}")
+    print(f"threads: {configure()}, cpu: {machine()}")
     print("| K | " + " | ".join(PHASES) + " | step | per model |")
     print("|---" * (len(PHASES) + 3) + "|")
     for K in sizes:

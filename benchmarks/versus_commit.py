@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from notebook import REPO, configure, data_root, harness_config
+from notebook import REPO, configure, data_root, harness_config, machine
 
 
 def engine_at(rev: str, folder: str):
@@ -39,7 +39,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     from neuralforge import engine
 
-    print(f"threads: {configure()}")
+    print(f"threads: {configure()}, cpu: {machine()}")
     cfg = harness_config(data_root(), *args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
