@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from neuralforge import sweeps
+from neuralforge import hardware, sweeps
 from neuralforge.engine import train
 from neuralforge.errors import NeuralForgeError
 
@@ -25,9 +25,10 @@ def _one_line_errors(kind, err, tb):
 @hydra.main(config_path="conf", config_name="config", execution_whitelist=["neuralforge.sweeps.SweepCallback"])
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    # joblib runs n_jobs jobs at once on this machine; they share its cores
-    return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task),
-                 parallel_jobs=hc.launcher.get("n_jobs", 1))
+    # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
+    # one trial at a time runs one, even on joblib
+    parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
+    return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel)
 
 
 if __name__ == "__main__":

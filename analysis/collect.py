@@ -11,6 +11,7 @@ repeat of a run already counted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -180,6 +181,11 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
     if config:
         # records from before the key existed computed at the one precision there was then
         config.setdefault("matmul_precision", "highest")
+        files = (rec.get("provenance") or {}).get("dataset_sha256")
+        if files:
+            # data.root is not part of a config (the same files may move), the files are: one
+            # recipe on two versions of a dataset is two configs, never pooled
+            config["data.files"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     return row, config
 
 

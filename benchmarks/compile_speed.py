@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from neuralforge import hardware
 from neuralforge.models import MLP
+from notebook import machine
 
 STEPS, BATCH = 800, 64
 
@@ -35,7 +36,7 @@ def timed(loss_fn, model, x_all, y_all, order):
 
 
 if __name__ == "__main__":
-    print(f"threads: {hardware.configure_cpu(hardware.default_threads())}")
+    print(f"threads: {hardware.configure_cpu(hardware.default_threads())}, cpu: {machine()}")
     x_all, y_all = torch.randn(60000, 1, 28, 28), torch.randint(0, 10, (60000,))
     order = torch.randperm(55000)
     model = MLP([128, 64])

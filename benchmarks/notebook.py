@@ -72,11 +72,7 @@ def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:
 
 def machine() -> str:
     """The CPU and the features its matmul kernels depend on: figures from different CPUs differ."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = hardware.cpu_flags()
     features = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX-512"]
     return f"{hardware.device_name(torch.device('cpu'))} ({', '.join(features)})"
 

@@ -239,6 +239,11 @@ def validate(cfg: DictConfig) -> None:
     need(t.init_from is None or Path(t.init_from).is_file(),
          f"trainer.init_from={t.init_from}: no such file (give the path of a run's best.pt)")
     need(cfg.n_seeds > 0, f"n_seeds must be positive, got {cfg.n_seeds}")
+    # a trial's seeds train as one group: without this, a search of one's own (not a preset)
+    # would quietly train one seed per trial
+    need(cfg.seeds_per_trial is None or cfg.n_seeds == cfg.seeds_per_trial,
+         f"seeds_per_trial={cfg.seeds_per_trial} but n_seeds={cfg.n_seeds}: a trial trains its seeds as one group, "
+         f"add n_seeds='${{seeds_per_trial}}' (as the hparams_search presets do)")
     need(cfg.threads is None or cfg.threads > 0, f"threads must be positive or null, got {cfg.threads}")
     need(cfg.device in DEVICES or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
          f"device={cfg.device!r} is unknown: use one of {', '.join(DEVICES)} or cuda:N")

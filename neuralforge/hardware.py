@@ -35,16 +35,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(parallel_jobs: int | None = 1) -> int:
-    """All cores, shared evenly among the jobs that run at once on this machine.
-
-    `parallel_jobs` follows joblib's n_jobs: -1 means one job per core, -2 all but one, ...
-    """
-    cores = available_cores()
-    jobs = parallel_jobs or 1
+def jobs_at_once(n_jobs: int | None = 1, batch: int | None = None) -> int:
+    """How many jobs run at once on this machine: the launcher's `n_jobs`, in joblib's
+    spelling (-1 one per core, -2 all but one, ...), capped by `batch`, the jobs the sweeper
+    hands the launcher at a time (the Optuna sweeper's n_jobs)."""
+    jobs = n_jobs or 1
     if jobs < 0:
-        jobs = max(1, cores + 1 + jobs)
-    return max(1, cores // jobs)
+        jobs = max(1, available_cores() + 1 + jobs)
+    return min(jobs, batch) if batch else jobs
+
+
+def default_threads(parallel_jobs: int | None = 1) -> int:
+    """All cores, shared evenly among the jobs that run at once on this machine."""
+    return max(1, available_cores() // jobs_at_once(parallel_jobs))
 
 
 def configure_cpu(threads: int) -> int:
@@ -77,3 +80,12 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx512f, amx_bf16, ...): what `medium` does depends on them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()

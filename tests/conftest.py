@@ -15,10 +15,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from neuralforge import hardware
+
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 N_TRAIN, N_TEST = 600, 200
 # Read before any test runs: each test then unsets the variable (see _no_real_data).
 REAL_DATA = os.environ.get("NEURALFORGE_DATA")
+
+CPU_FLAGS = hardware.cpu_flags()
 
 
 def make_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

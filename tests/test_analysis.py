@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from analysis import (collect, compare, expected_max, noise_floor, problems, report, stability, summarize,
+from analysis import (collect, compare, expected_max, noise_floor, optimism, problems, report, stability, summarize,
                       variance)
 from analysis import stats
 from analysis.__main__ import main
@@ -33,7 +33,7 @@ from analysis.errors import AnalysisError, NoCompleteRuns
 from analysis.markdown import markdown
 from analysis.report import FILES as REPORT_FILES
 from analysis.variance import components
-from conftest import CONF, FAST
+from conftest import CONF, FAST, write_dataset
 from neuralforge.engine import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +216,15 @@ def test_the_same_seeds_of_one_config_count_once(tmp_path):
     assert problems(df).set_index("status").loc["repeat", "error"].endswith("a_group/seed=1")
     rows = summarize(df).set_index("model.hidden")
     assert rows.loc["[32, 16]", "n"] == 3 and rows.loc["[32, 16]", "mean"] == pytest.approx(0.91)
+
+
+def test_one_recipe_on_two_versions_of_the_data_is_two_configs(tmp_path):
+    for version in (0, 1):  # the same seed and settings, on other files of one dataset
+        _train(write_dataset(tmp_path / f"data{version}", seed=version), tmp_path / f"runs/v{version}", "seed=0")
+    df = collect(tmp_path / "runs")
+    assert "data.files" in df.attrs["config_keys"] and df["data.files"].nunique() == 2
+    assert list(df["status"]) == ["complete", "complete"]  # not one the other's repeat
+    assert len(summarize(df)) == 2
 
 
 def test_collect_of_overlapping_folders_counts_a_run_once(widths):
@@ -422,11 +431,27 @@ def test_expected_max_hand_worked_and_against_all_subsets():
     assert np.all(np.isfinite(big)) and big[0] == pytest.approx(0.5) and big[-1] == pytest.approx(1.0)
 
 
+def test_optimism_is_the_best_test_epoch_over_the_chosen_one(widths):
+    df = collect(widths)
+    table = optimism(df).set_index("model.hidden")
+    for hidden, runs in df.groupby("model.hidden"):
+        gaps = []
+        for folder, chosen in zip(runs["folder"], runs["best_epoch"]):  # from each run's history, not its record
+            h = pd.read_csv(Path(folder) / "history.csv")
+            gaps.append(h.test_acc.max() - h.test_acc[h.epoch == chosen].item())
+        assert table.loc[hidden, "optimism"] == pytest.approx(np.mean(gaps))
+        assert table.loc[hidden, "optimism_max"] == pytest.approx(max(gaps))
+
+
 def test_expected_max_table(widths):
     table = expected_max(collect(widths))
     assert list(table.groupby("model.hidden")["n"].max()) == [4, 4]
     first = table[table["model.hidden"] == "[64, 32]"]
     assert first["expected_best"].is_monotonic_increasing
+    df = collect(widths)
+    accs = df.loc[df["model.hidden"] == "[64, 32]", "test_acc"].to_numpy()
+    np.testing.assert_allclose(first["expected_best"], stats.expected_max(accs))  # of the metric asked for
+    assert first["expected_best"].iloc[-1] == pytest.approx(accs.max())
 
 
 # --------------------------------------------------------------------------- noise floor and stability

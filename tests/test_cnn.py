@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neuralforge import checkpoint, records
-from neuralforge.engine import LAST, train
+from neuralforge.engine import LAST, Run, train
 from neuralforge.models import CNN
 
 from test_seeds import ONE_STEP
@@ -50,6 +50,8 @@ def test_cnn_groups_match_single_runs_after_the_first_step(make_cfg, tmp_path):
     sgd = ("optimizer=sgd", "optimizer.lr=0.05")
     train(make_cfg(*SMALL, "seed=0", "n_seeds=3", *ONE_STEP, *sgd), tmp_path / "group")
     group = checkpoint.load(tmp_path / "group" / LAST)["model"]
+    start = Run.prepare(make_cfg(*SMALL, "seed=0", "n_seeds=3", *ONE_STEP, *sgd), tmp_path / "start")
+    start.setup()  # the group's weights before any step
     for k in range(3):
         train(make_cfg(*SMALL, f"seed={k}", *ONE_STEP, *sgd), tmp_path / f"single{k}")
         single = checkpoint.load(tmp_path / f"single{k}" / LAST)["model"]
@@ -57,3 +59,4 @@ def test_cnn_groups_match_single_runs_after_the_first_step(make_cfg, tmp_path):
             # a conv's weight gradient sums 500 x 28 x 28 products, and a grouped conv sums them
             # in another order than a plain one: float32 rounding of such a sum reaches 1e-4
             torch.testing.assert_close(group[name][k], tensor[0], rtol=1e-3, atol=1e-5)
+            assert not torch.equal(group[name][k], start.model.state_dict()[name][k])  # the step moved it

@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from neuralforge import checkpoint, records
-from neuralforge.engine import LAST, train
+from neuralforge.engine import LAST, Run, train
 from neuralforge.errors import DivergedError
 
 from test_core import Interrupted, interrupt_after
@@ -22,13 +22,15 @@ ONE_STEP = ("trainer.batch_size=500", "trainer.epochs=1", "model.dropout=0.3", "
 def test_group_members_match_single_runs_after_the_first_step(make_cfg, tmp_path):
     train(make_cfg("seed=5", "n_seeds=4", *ONE_STEP), tmp_path / "group")
     group = checkpoint.load(tmp_path / "group" / LAST)["model"]
+    start = Run.prepare(make_cfg("seed=5", "n_seeds=4", *ONE_STEP), tmp_path / "start")
+    start.setup()  # the group's weights before any step
     for k in range(4):
         train(make_cfg(f"seed={5 + k}", *ONE_STEP), tmp_path / f"single{k}")
         single = checkpoint.load(tmp_path / f"single{k}" / LAST)["model"]
         for name, tensor in single.items():
             torch.testing.assert_close(group[name][k], tensor[0], rtol=1e-5, atol=1e-7)
-        # and they did move: the step was taken with each member's own data and masks
-        assert not torch.allclose(group[name][k], group[name][(k + 1) % 4])
+            # and the step was taken: equal after it, not merely equal because nothing moved
+            assert not torch.allclose(group[name][k], start.model.state_dict()[name][k])
 
 
 def test_each_member_gets_its_own_folder_and_records(make_cfg, tmp_path):
@@ -47,18 +49,23 @@ def test_each_member_gets_its_own_folder_and_records(make_cfg, tmp_path):
     assert (tmp_path / LAST).exists() and not (tmp_path / "seed=10" / LAST).exists()
 
 
-def test_killed_group_resumes_every_member_bit_for_bit(make_cfg, tmp_path):
+def test_killed_group_resumes_every_member_bit_for_bit(make_cfg, tmp_path, caplog):
     args = ("n_seeds=3", "trainer.epochs=3", "model.dropout=0.2", "data.augment.shift=1", "scheduler=cosine")
     train(make_cfg(*args), tmp_path / "straight")
     with pytest.raises(Interrupted):
         train(make_cfg(*args), tmp_path / "killed", on_epoch_end=interrupt_after(1))
-    train(make_cfg(*args), tmp_path / "killed")
+    assert [records.read_results(tmp_path / f"killed/seed={s}")["status"] for s in range(3)] == ["running"] * 3
+    with caplog.at_level("INFO"):
+        train(make_cfg(*args), tmp_path / "killed")
+    assert "Resuming from epoch 2" in caplog.text
     for s in range(3):
         a = records.read_results(tmp_path / f"straight/seed={s}")
         b = records.read_results(tmp_path / f"killed/seed={s}")
         assert a["metrics"] == b["metrics"]
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / f"straight/seed={s}/history.csv").drop(columns="seconds"),
                                       pd.read_csv(tmp_path / f"killed/seed={s}/history.csv").drop(columns="seconds"))
+        assert np.array_equal(np.load(tmp_path / f"straight/seed={s}/predictions.npy"),
+                              np.load(tmp_path / f"killed/seed={s}/predictions.npy"))
 
 
 def test_one_diverging_member_fails_alone(make_cfg, tmp_path):
@@ -98,6 +105,9 @@ def test_members_stop_early_on_their_own(make_cfg, tmp_path):
         h = pd.read_csv(tmp_path / f"seed={s}/history.csv")
         assert len(h) == m["epochs_run"] and h.val_acc.idxmax() + 1 == m["best_epoch"]
         assert m["epochs_run"] == 6 or m["epochs_run"] == m["best_epoch"] + 1
+    # members stopped early, each at its own epoch (here 5, 3, 3, 3 of 6)
+    epochs_run = [records.read_results(tmp_path / f"seed={s}")["metrics"]["epochs_run"] for s in range(4)]
+    assert min(epochs_run) < 6 and len(set(epochs_run)) > 1
 
 
 def test_group_and_single_runs_agree_as_distributions(make_cfg, tmp_path):

@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from neuralforge import hardware, records, sweeps
 
-from conftest import FAST
+from conftest import CONF, FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +81,19 @@ def test_parallel_and_cluster_launchers_run_a_sweep(idx_root, tmp_path, launcher
     recs = results(tmp_path)
     assert sorted(r["seed"] for r in recs.values()) == [0, 1]
     assert all(r["status"] == "complete" for r in recs.values())
+
+
+def test_jobs_that_share_the_cores_are_those_running_at_once(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    monkeypatch.setattr(hardware, "available_cores", lambda: 8)
+    assert [hardware.jobs_at_once(n) for n in (1, 2, -1, -2, None)] == [1, 2, 8, 7, 1]
+    with initialize_config_dir(config_dir=CONF):
+        search = compose("config", overrides=["hparams_search=mlp_optuna", "hydra/launcher=joblib"],
+                         return_hydra_config=True).hydra
+    # joblib's default is a job per core, but the search hands it one trial at a time: it gets every core
+    assert search.launcher.n_jobs == -1 and search.sweeper.n_jobs == 1
+    assert hardware.jobs_at_once(search.launcher.n_jobs, search.sweeper.n_jobs) == 1
+    assert hardware.jobs_at_once(-1, 4) == 4 and hardware.default_threads(4) == 2
 
 
 def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_path):
@@ -230,9 +243,11 @@ def test_a_trial_of_another_host_is_failed_only_once_its_heartbeat_stops(tmp_pat
     monkeypatch.setattr("hydra_plugins.neuralforge_optuna.sweeper.ORPHAN_AFTER_S", 0.0)
     sweeper.fail_stale(study, tmp_path)
     assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "FAIL"]
+    queued.set_user_attr("nf_heartbeat", 0.0)
+    before = time.time()
     with sweeper.heartbeat([queued]):
         pass
-    assert study.trials[0].user_attrs["nf_heartbeat"] > time.time() - 60
+    assert study.trials[0].user_attrs["nf_heartbeat"] >= before  # refreshed at once, not only later
 
 
 def test_a_trial_failed_by_another_search_is_not_told_twice_nor_expected(tmp_path):
@@ -252,6 +267,23 @@ def test_a_trial_failed_by_another_search_is_not_told_twice_nor_expected(tmp_pat
     assert json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"] == []
     with pytest.raises(Exception, match="no trial of study study completed"):
         sweeper.report(study, tmp_path)
+
+
+def test_a_relaunch_adds_to_the_manifest_and_forgets_only_what_it_drops(tmp_path):
+    def job(seed):
+        return {"overrides": [f"seed={seed}"], "folder": f"seed={seed}"}
+
+    def folders():
+        return [j["folder"] for j in json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]]
+
+    sweeps.write_manifest(tmp_path, [job(0), job(1)], kind="grid")
+    sweeps.write_manifest(tmp_path, [job(1)])  # a subset rerun
+    assert folders() == ["seed=0", "seed=1"]
+    sweeps.write_manifest(tmp_path, [job(2)])  # a widened sweep
+    assert folders() == ["seed=0", "seed=1", "seed=2"]
+    sweeps.write_manifest(tmp_path, [], drop={"seed=0"})  # a replaced trial
+    assert folders() == ["seed=1", "seed=2"]
+    assert json.loads((tmp_path / sweeps.MANIFEST).read_text())["kind"] == "grid"
 
 
 def test_a_job_killed_in_its_first_epoch_is_stale_not_running(tmp_path):
