@@ -6,8 +6,8 @@ Tables print as markdown (accuracies in %, rounded); --csv writes the full-preci
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -21,6 +21,7 @@ from analysis.errors import AnalysisError  # noqa: E402
 from analysis.markdown import markdown  # noqa: E402
 from analysis.report import report  # noqa: E402
 from analysis.variance import variance  # noqa: E402
+from neuralforge.records import atomic_write  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,14 +140,7 @@ def _show(title: str, table: pd.DataFrame, csv: str | None = None) -> None:
     print(f"\n## {title}\n")
     print(markdown(table))
     if csv:  # whole or not at all
-        tmp = f"{csv}.tmp"
-        try:
-            table.to_csv(tmp, index=False)
-            os.replace(tmp, csv)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(Path(csv), lambda f: table.to_csv(f, index=False))
 
 
 def _warn(df: pd.DataFrame, folders: list[str]) -> None:

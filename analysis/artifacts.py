@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from neuralforge.records import HISTORY, PREDICTIONS, RESULTS
 
-HISTORY, PREDICTIONS = "history.csv", "predictions.npy"
 # data.name -> the torchvision class whose folder holds the raw files
 DATASET_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
 TEST_LABELS = "t10k-labels-idx1-ubyte"
@@ -45,7 +45,7 @@ def predictions(runs: pd.DataFrame) -> tuple[list[str], np.ndarray | None]:
 
 def test_labels(folder: str | Path) -> np.ndarray:
     """The true test labels of the run in `folder`, from the files it was evaluated on."""
-    data = json.loads((Path(folder) / "results.json").read_text())["config"]["data"]
+    data = json.loads((Path(folder) / RESULTS).read_text())["config"]["data"]
     if data["name"] not in DATASET_FOLDERS:
         raise AnalysisError(f"{folder}: no test labels known for data.name={data['name']!r}")
     return _read_labels(str(Path(data["root"]) / DATASET_FOLDERS[data["name"]] / "raw" / TEST_LABELS))

@@ -25,15 +25,15 @@ import pandas as pd
 
 from analysis.errors import AnalysisError, NoCompleteRuns
 from neuralforge.liveness import run_state, without_record  # the sweep summary's rules too
+from neuralforge.records import COMPLETE, RESULTS
 
-RESULTS, MANIFEST = "results.json", "manifest.json"
+MANIFEST = "manifest.json"
 # Keys that change where or how fast a run computes, not what: they split neither a config nor a seed
 NON_SEMANTIC = frozenset({
     "n_seeds", "seeds_per_trial", "threads", "device",
     "data.root", "data.download", "trainer.keep_last", "trainer.eval_batch_size",
     "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
 })
-COMPLETE = "complete"  # the others: failed, running, stale (recorded as running, nobody writes it)
 MISSING = "missing"  # listed in the sweep's manifest, never started
 WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started
     "failed": ": refused before training (its log in the folder says why)",

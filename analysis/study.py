@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 from analysis.errors import AnalysisError
+from analysis.plots import DPI
 
 
 def find_storages(folder: str | Path) -> list[tuple[str, object]]:
@@ -71,7 +72,7 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
         ax.set_xlabel("trial")
         # The harness's objective: validation accuracy, averaged over a trial's seeds
         ax.set_ylabel("objective: validation accuracy (%)")
-        ax.figure.savefig(history_path, dpi=130, bbox_inches="tight")
+        ax.figure.savefig(history_path, dpi=DPI, bbox_inches="tight")
         plt.close(ax.figure)
         try:
             # No target: given one, PED-ANOVA assumes lower is better; left alone it reads the
@@ -82,7 +83,7 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
         else:
             ax.set_xlabel("importance (PED-ANOVA, share of total)")
             ax.set_ylabel("hyperparameter")
-            ax.figure.savefig(importance_path, dpi=130, bbox_inches="tight")
+            ax.figure.savefig(importance_path, dpi=DPI, bbox_inches="tight")
             plt.close(ax.figure)
     return notes
 

@@ -10,7 +10,6 @@ import logging
 import os
 import pickle
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,9 @@ from torch import nn
 
 from neuralforge.errors import CheckpointError, LockedError
 from neuralforge.liveness import LOCK, lock_gone, lock_holder
+from neuralforge.records import atomic_write
 
 log = logging.getLogger("neuralforge")
-
-
-def atomic_write(path: Path, write, durable: bool = False) -> None:
-    """Write through `write(file)` into a temporary file beside `path`, then rename over it.
-
-    The rename alone makes the write atomic against a killed process; `durable` also syncs
-    the data to disk first, against a crash of the machine (worth it for checkpoints).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a team
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def save(obj: dict[str, Any], path: Path) -> None:

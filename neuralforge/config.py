@@ -157,21 +157,24 @@ class Config:
     matmul_precision: str = "highest"
 
 
+SCHEMAS = [  # (config group, name in the ConfigStore, schema)
+    ("data", "schema", DataConf),
+    ("model", "schema_mlp", MLPConf),
+    ("model", "schema_cnn", CNNConf),
+    ("optimizer", "schema_adam", AdamConf),
+    ("optimizer", "schema_adamw", AdamWConf),
+    ("optimizer", "schema_sgd", SGDConf),
+    ("scheduler", "schema_constant", ConstantConf),
+    ("scheduler", "schema_cosine", CosineConf),
+    ("scheduler", "schema_one_cycle", OneCycleConf),
+    ("trainer", "schema", TrainerConf),
+]
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    for group, name, node in [
-        ("data", "schema", DataConf),
-        ("model", "schema_mlp", MLPConf),
-        ("model", "schema_cnn", CNNConf),
-        ("optimizer", "schema_adam", AdamConf),
-        ("optimizer", "schema_adamw", AdamWConf),
-        ("optimizer", "schema_sgd", SGDConf),
-        ("scheduler", "schema_constant", ConstantConf),
-        ("scheduler", "schema_cosine", CosineConf),
-        ("scheduler", "schema_one_cycle", OneCycleConf),
-        ("trainer", "schema", TrainerConf),
-    ]:
+    for group, name, node in SCHEMAS:
         cs.store(group=group, name=name, node=node)
 
 
@@ -180,8 +183,7 @@ register()
 
 def _unknown_keys(cfg: DictConfig) -> list[str]:
     """Keys that `+key=value` added past the schema: Hydra lets `+` append to any node."""
-    by_target = {c._target_: c for c in (MLPConf, CNNConf, AdamConf, AdamWConf, SGDConf, ConstantConf,
-                                          CosineConf, OneCycleConf)}
+    by_target = {c._target_: c for _, _, c in SCHEMAS if hasattr(c, "_target_")}
     sections: list[tuple[str, Any, type]] = [("", cfg, Config), ("data.", cfg.data, DataConf),
                                              ("data.augment.", cfg.data.augment, AugmentConf),
                                              ("trainer.", cfg.trainer, TrainerConf), ("seeds.", cfg.seeds, SeedsConf)]

@@ -25,3 +25,7 @@ class LockedError(NeuralForgeError):
 
 class DivergedError(NeuralForgeError):
     pass
+
+
+class SearchError(NeuralForgeError):
+    """A search that cannot go on, or in which nothing trained."""

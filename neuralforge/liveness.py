@@ -29,19 +29,24 @@ def process_alive(pid: Any) -> bool:
     return True
 
 
-def run_state(rec: dict[str, Any], now: float | None = None, host: str | None = None) -> str:
-    """A results record's status, with "running" split: "stale" when its process is gone.
+def gone(host: Any, pid: Any, silent_for: float | None, stale_after: float = STALE_AFTER_S,
+         here: str | None = None) -> bool:
+    """Whether the process `pid` on `host` is gone: on this host its pid tells; from another
+    host only how long it has given no sign of life (None: never) can."""
+    if host == (here or socket.gethostname()):
+        return not process_alive(pid)
+    return silent_for is None or silent_for > stale_after
 
-    On this host the pid tells; from another host only the heartbeat can.
-    """
+
+def run_state(rec: dict[str, Any], now: float | None = None, host: str | None = None) -> str:
+    """A results record's status, with "running" split: "stale" when its process is gone."""
     status = rec.get("status")
     if status != "running":
         return status
     prov = rec.get("provenance") or {}
-    if prov.get("host") == (host or socket.gethostname()):
-        return "running" if process_alive(prov.get("pid")) else "stale"
     heartbeat = (rec.get("timing") or {}).get("heartbeat")
-    return "stale" if heartbeat is None or (now or time.time()) - heartbeat > STALE_AFTER_S else "running"
+    silent_for = None if heartbeat is None else (now or time.time()) - heartbeat
+    return "stale" if gone(prov.get("host"), prov.get("pid"), silent_for, here=host) else "running"
 
 
 EMPTY_AFTER_S = 60  # a lock is empty for an instant while written: one this old was never finished
@@ -65,13 +70,13 @@ def lock_gone(holder: dict[str, Any], age: float) -> str | None:
     """Why a lock's holder is gone, or None while it may live."""
     if not holder:
         return f"an empty lock {age:.0f} s old" if age > EMPTY_AFTER_S else None
-    if holder.get("host") == socket.gethostname():
-        if holder.get("pid") == os.getpid():
-            return f"it names this process's pid {os.getpid()}, which a gone process had before"
-        return None if process_alive(holder.get("pid")) else f"pid {holder.get('pid')} is dead"
-    if age > STALE_AFTER_S:
-        return f"pid {holder.get('pid')} on {holder.get('host')} has not refreshed it for {age:.0f} s"
-    return None
+    host, pid = holder.get("host"), holder.get("pid")
+    here = host == socket.gethostname()
+    if here and pid == os.getpid():
+        return f"it names this process's pid {pid}, which a gone process had before"
+    if not gone(host, pid, age):
+        return None
+    return f"pid {pid} is dead" if here else f"pid {pid} on {host} has not refreshed it for {age:.0f} s"
 
 
 def without_record(folder: Path) -> str:

@@ -17,7 +17,7 @@ ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tan
 POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
 
 
-def dropout(h: torch.Tensor, p: float, generators: list[torch.Generator]) -> torch.Tensor:
+def member_dropout(h: torch.Tensor, p: float, generators: list[torch.Generator]) -> torch.Tensor:
     """Inverted dropout on (K, B, ...) with member k's mask drawn from generators[k].
 
     F.dropout takes no generator; drawing per member keeps a group member's masks equal to
@@ -67,7 +67,7 @@ class MLP(nn.Module):
             if i < last:
                 h = self.act(h)
                 if self.training and self.p > 0:
-                    h = dropout(h, self.p, dropout_generators)
+                    h = member_dropout(h, self.p, dropout_generators)
         return h
 
 

@@ -1,8 +1,8 @@
 """The files a run leaves for analysis: results.json, history.csv and predictions.npy.
 
-This schema is the contract between the trainer and `analysis`; neither imports the other's
-internals (analysis shares only `liveness`, the rule that tells a stale run from a live one).
-Accuracies are fractions in [0, 1].
+This schema is the contract between the trainer and `analysis`, which reads it through this
+module's names; like `liveness` (the rule that tells a stale run from a live one), the module
+is torch-free, so analysis imports it without loading torch. Accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -16,18 +16,39 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neuralforge.checkpoint import atomic_write
 
 SCHEMA_VERSION = 1
 RESULTS, HISTORY, PREDICTIONS = "results.json", "history.csv", "predictions.npy"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds")
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+
+
+def atomic_write(path: Path, write, durable: bool = False) -> None:
+    """Write through `write(file)` into a temporary file beside `path`, then rename over it.
+
+    The rename alone makes the write atomic against a killed process; `durable` also syncs
+    the data to disk first, against a crash of the machine (worth it for checkpoints).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a team
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:

@@ -82,7 +82,7 @@ class SweepCallback(Callback):
     job when it ends, and notes in `incomplete` a grid sweep that left any job unfinished."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
+        if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = expected_jobs(config)
@@ -93,9 +93,13 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))
-        for state in ("failed", "stale", "running", "missing"):
+        unfinished = [s for s in STATES if s != "complete"]
+        for state in unfinished:
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)
-        grid = config.hydra.sweeper._target_.endswith("BasicSweeper")
-        if grid and any(states[s] for s in ("failed", "stale", "running", "missing")):
+        if _is_grid(config) and any(states[s] for s in unfinished):
             incomplete.append(f"sweep {sweep_dir} did not complete: {summary_line(states)}")
+
+
+def _is_grid(config: DictConfig) -> bool:
+    return config.hydra.sweeper._target_.endswith("BasicSweeper")

@@ -393,12 +393,13 @@ def test_a_metric_no_run_has_is_one_line_and_writes_nothing(tmp_path, capsys):
     runs = str(tmp_path / "runs")
     for argv in (["summary", runs, "--metric", "val_acc"], ["variance", runs, "--metric", "val_acc"],
                  ["variance", runs, "--metric", "nothing"],
-                 ["report", runs, "--metric", "val_acc", "-o", str(tmp_path / "report")],
-                 ["summary", runs, "--csv", str(tmp_path / "no/such/folder/x.csv")]):
+                 ["report", runs, "--metric", "val_acc", "-o", str(tmp_path / "report")]):
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "report").exists()
+    assert main(["summary", runs, "--csv", str(tmp_path / "new/folder/x.csv")]) == 0  # made, like report -o
+    assert len(pd.read_csv(tmp_path / "new/folder/x.csv")) == 1
 
 
 def test_configs_that_differ_in_many_keys_are_named_by_their_folder(tmp_path):

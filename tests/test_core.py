@@ -271,7 +271,7 @@ def test_a_failed_write_keeps_the_file_before_it_and_leaves_no_temporary(tmp_pat
         raise KeyboardInterrupt  # a kill while torch.save writes
 
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(tmp_path / LAST, dies_midway)
+        records.atomic_write(tmp_path / LAST, dies_midway)
     assert (tmp_path / LAST).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST]
     records.write_json(tmp_path / records.RESULTS, {"status": "running"})

@@ -188,6 +188,21 @@ def test_searches_asking_at_once_draw_different_points_and_a_seed_replays_them(t
     assert [alone.ask(study, space, {}, [])[1] for _ in range(6)] == drawn  # trial k draws with seed + k
 
 
+def test_a_search_stops_once_more_trials_failed_than_max_failure_rate(idx_root, tmp_path):
+    diverging = ("optimizer=sgd", "optimizer.lr=1e12")  # fixed: every trial's loss turns NaN
+    args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", *diverging,
+            "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={tmp_path}"]
+    out = run(idx_root, *args, "hydra.sweeper.max_failure_rate=0.5", check=False)
+    assert out.returncode != 0
+    assert "1 of the 1 trials launched failed, more than hydra.sweeper.max_failure_rate=0.5" in out.stderr
+    assert "Traceback" not in out.stderr
+    study = optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL"]  # stopped after the first, not after four
+    assert len(json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]) == 1
+    out = run(idx_root, *args, "hydra.sweeper.max_failure_rate=2", check=False)
+    assert out.returncode != 0 and "max_failure_rate=2.0: give a fraction in [0, 1]" in out.stderr
+
+
 def test_optuna_marks_a_killed_trial_failed_and_replaces_it(idx_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     (tmp_path).mkdir(exist_ok=True)

@@ -43,8 +43,8 @@ from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
 from neuralforge.config import NOT_FINGERPRINTED
-from neuralforge.errors import ConfigError
-from neuralforge.liveness import process_alive
+from neuralforge.errors import ConfigError, SearchError
+from neuralforge.liveness import STALE_AFTER_S, gone
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class NFOptunaSweeperConf(OptunaSweeperConf):
     storage: Any = "sqlite:///${hydra.sweep.dir}/optuna.db"
     study_name: str | None = "neuralforge"
     n_jobs: int = 1
-    max_failure_rate: float = 1.0  # kept for the stock schema; one bad trial never ends the search here
-    stale_after_s: float = 1800.0
+    max_failure_rate: float = 1.0  # stop once more than this fraction of the trials launched failed
+    stale_after_s: float = STALE_AFTER_S
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="nf_optuna", node=NFOptunaSweeperConf,
@@ -96,7 +96,9 @@ def _flat(tree: dict[str, Any], prefix: str = ""):
 class NFOptunaSweeper(OptunaSweeper):
     def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None, stale_after_s: float = 1800.0) -> None:
+                 params: DictConfig | None, stale_after_s: float = STALE_AFTER_S) -> None:
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: give a fraction in [0, 1]")
         self.sweeper = ResumableSweeperImpl(
             instantiate(sampler, _execution_whitelist_=SAMPLER_WHITELIST), direction, storage, study_name,
             n_trials, n_jobs, max_failure_rate, custom_search_space, params,
@@ -127,6 +129,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         log.info("Study %s in %s: %d trials so far, %d asked for", study.study_name, self.storage,
                  len(study.trials), self.n_trials)
 
+        launched = failed = 0
         while (to_go := self.n_trials - self.counted(study)) > 0:
             asked = [self.ask(study, space, fixed, fixed_overrides) for _ in range(min(to_go, self.n_jobs))]
             trials, overrides = [t for t, _ in asked], [o for _, o in asked]
@@ -141,7 +144,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             with self.heartbeat(trials):
                 returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns):
-                self.tell(study, trial, ret, sweep_dir / trial.user_attrs["nf_folder"])
+                failed += not self.tell(study, trial, ret, sweep_dir / trial.user_attrs["nf_folder"])
+            launched += len(trials)
+            if failed / launched > self.max_failure_rate:
+                self.write_manifest(study, sweep_dir)
+                raise SearchError(f"{failed} of the {launched} trials launched failed, more than "
+                                  f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: search stopped (the "
+                                  f"trials' logs in {sweep_dir} say why; relaunch to go on)")
 
         self.write_manifest(study, sweep_dir)
         self.report(study, sweep_dir)
@@ -237,24 +246,25 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             started = t.datetime_start.timestamp() if t.datetime_start else now
             if host is None:  # asked by a search killed before it could say whose the trial is
                 stale = now - started > ORPHAN_AFTER_S
-            elif host == self.me["host"]:
-                stale = not process_alive(pid)
             else:  # its sweeper refreshes the heartbeat while the trial's job runs or waits in a queue
-                stale = now - t.user_attrs.get("nf_heartbeat", started) > self.stale_after_s
+                silent_for = now - t.user_attrs.get("nf_heartbeat", started)
+                stale = gone(host, pid, silent_for, self.stale_after_s, here=self.me["host"])
             if stale:
                 log.warning("Trial %d was left RUNNING by a process that is gone: marking it failed", t.number)
                 trial = optuna.trial.Trial(study, t._trial_id)
                 trial.set_user_attr("nf_stale", True)
                 study.tell(trial, state=TrialState.FAIL)
 
-    def tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> None:
+    def tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> bool:
+        """Tell the study the trial's objective; False when the trial failed."""
         try:
-            self._tell(study, trial, ret, folder)
+            return self._tell(study, trial, ret, folder)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("Trial %d was marked failed by another search while it ran; the study does not count "
                         "it (its runs stay in %s) and a new trial replaces it", trial.number, folder)
+            return True  # its job did not fail
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> None:
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> bool:
         runs = sorted((json.loads(p.read_text()) for p in folder.rglob(records.RESULTS)), key=lambda r: r["seed"])
         complete = [r for r in runs if r["status"] == records.COMPLETE]
         trial.set_user_attr("seeds", [r["seed"] for r in complete])
@@ -267,9 +277,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
             study.tell(trial, state=TrialState.FAIL)
-            log.warning("Trial %d failed (%s); the search goes on", trial.number, err)
-            return
+            log.warning("Trial %d failed (%s)", trial.number, err)
+            return False
         study.tell(trial, value)
+        return True
 
     def write_manifest(self, study: optuna.Study, sweep_dir: Path) -> None:
         trials = [t for t in study.get_trials(deepcopy=False) if "nf_folder" in t.user_attrs]
@@ -286,7 +297,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                  states.count(TrialState.COMPLETE), states.count(TrialState.FAIL), states.count(TrialState.RUNNING))
         if states.count(TrialState.COMPLETE) == 0:
             if states.count(TrialState.FAIL):  # a search in which nothing trained is a failed command
-                raise ConfigError(f"no trial of study {study.study_name} completed: see the trials' logs in {sweep_dir}")
+                raise SearchError(f"no trial of study {study.study_name} completed: see the trials' logs in {sweep_dir}")
             return
         best = study.best_trial
         log.info("Best trial %d: value %.6f, params %s", best.number, best.value, best.params)
