@@ -1,14 +1,18 @@
 """The one entry point: `python run.py [overrides]`, or `python run.py -m [sweep overrides]`."""
 
+import logging
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from neuralforge import hardware, sweeps
 from neuralforge.engine import train
 from neuralforge.errors import NeuralForgeError
+
+log = logging.getLogger("neuralforge")
 
 
 def _one_line_errors(kind, err, tb):
@@ -25,6 +29,9 @@ def _one_line_errors(kind, err, tb):
 @hydra.main(config_path="conf", config_name="config", execution_whitelist=["neuralforge.sweeps.SweepCallback"])
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
+    if hc.mode == RunMode.RUN and hc.sweeper.get("params"):
+        log.warning("This config defines a sweep (hydra.sweeper.params) but runs without -m: one run of its "
+                    "base config trains. Add -m to sweep.")
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
@@ -33,7 +40,13 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     sys.excepthook = _one_line_errors
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # every finished epoch is in last.pt: the run is resumable, not failed
+        print("interrupted: the same command, with the same hydra.run.dir / hydra.sweep.dir, resumes "
+              "from the last finished epoch", file=sys.stderr)
+        sys.exit(130)
     if sweeps.incomplete:
         print(f"error: {sweeps.incomplete[-1]}", file=sys.stderr)
         sys.exit(1)

@@ -27,6 +27,8 @@ from neuralforge.records import atomic_write  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if getattr(args, "csv", None) and Path(args.csv).is_dir():  # before any table is printed
+            raise AnalysisError(f"--csv {args.csv} is a folder: give a file, e.g. {Path(args.csv) / 'table.csv'}")
         df = collect(args.folders)
         if args.command != "problems":
             complete(df)
@@ -35,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:  # --csv into a missing folder, -o naming a file
-        print(f"error: {err.strerror}: {err.filename}", file=sys.stderr)
+    except OSError as err:  # --csv or -o where nothing can be written
+        print(f"error: {err.strerror}: {err.filename}" if err.strerror else f"error: {err}", file=sys.stderr)
         return 1
 
 

@@ -133,7 +133,10 @@ def compare(a, b, seed: int = 0, pairs: tuple[np.ndarray, np.ndarray] | None = N
     # P(a < b) = 1 - P(a > b): Mann-Whitney's U counts a tie as half of each
     p, low, high = ((out["p_a_gt_b"], out["p_low"], out["p_high"]) if higher_is_better
                     else (1 - out["p_a_gt_b"], 1 - out["p_high"], 1 - out["p_low"]))
-    out["verdict"] = verdict(p, low, high) if two else "too few runs"
+    # with 3 runs each, any two separated configs get P(a > b) = 1 and a bootstrap CI of [1, 1]:
+    # a verdict needs counts at which Mann-Whitney could reach p < 0.05 at all
+    enough = two and 2 / math.comb(nx + ny, nx) < 0.05
+    out["verdict"] = verdict(p, low, high) if enough else "too few runs"
     sd = pooled_std(x, y) if two else math.nan
     out["cohen_d"] = out["diff"] / sd if two and sd > 0 else math.nan
     out["hedges_g"] = hedges_g(x, y) if two and sd > 0 else math.nan

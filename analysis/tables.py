@@ -145,7 +145,7 @@ def _values(df: pd.DataFrame, metric: str, by) -> list[tuple[Group, np.ndarray]]
 
 def check_metric(df: pd.DataFrame, metric: str) -> None:
     if metric not in df.columns or metric == "selection" or not pd.api.types.is_numeric_dtype(df[metric]):
-        known = [m for m in METRICS if m in df.columns and m != "selection"]
+        known = [m for m in (*METRICS, "wall_seconds", "seconds_per_epoch") if m in df.columns and m != "selection"]
         raise AnalysisError(f"metric {metric!r} is not in the records: use one of {', '.join(known)}")
     if complete(df)[metric].isna().all():
         raise AnalysisError(f"no complete run has a {metric} value (validation metrics are null "

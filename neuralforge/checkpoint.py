@@ -28,20 +28,23 @@ def save(obj: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), durable=True)
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load tensors and primitives only; anything else in the file is refused."""
+RESTART = "Delete it to start again, or use another output folder."
+
+
+def load(path: Path, remedy: str = RESTART) -> dict[str, Any]:
+    """Load tensors and primitives only; anything else in the file is refused. `remedy` ends
+    the error: what the user should do about a bad file in this place."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is refused: it holds more than tensors and primitives "
-                              f"(weights_only load failed: {first}). Only load checkpoints you trust; "
-                              f"delete it to start again.") from None
+                              f"(weights_only load failed: {first}). Only load checkpoints you trust. "
+                              f"{remedy}") from None
     except Exception as err:  # torch's legacy unpickler raises KeyError and others on junk
-        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err}). "
-                              f"Delete it to start again, or use another output folder.") from None
+        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err}). {remedy}") from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} is not a NeuralForge checkpoint (holds a {type(obj).__name__}).")
+        raise CheckpointError(f"{path} is not a NeuralForge checkpoint (holds a {type(obj).__name__}). {remedy}")
     return obj
 
 
@@ -53,7 +56,7 @@ def member_state(model: nn.Module, k: int) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def load_weights(model: nn.Module, path: Path) -> None:
     """Start every member from the weights in a best.pt (trainer.init_from)."""
-    ckpt = load(path)
+    ckpt = load(path, remedy="Give trainer.init_from the path of a run's best.pt.")
     weights = ckpt.get("model")
     own = model.state_dict()
     if not isinstance(weights, dict) or set(weights) != set(own) or any(

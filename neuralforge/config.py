@@ -280,6 +280,21 @@ def fingerprint(spec: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def differences(theirs: dict[str, Any], mine: dict[str, Any], shown: int = 4) -> str:
+    """What differs between two resolved configs, as 'key: theirs there, mine here; ...'."""
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    # a group's members hold shifted seeds: not shown, said only when nothing else differs
+    skip = {*NOT_FINGERPRINTED, "seed", *(f"seeds.{s}" for s in SEED_SOURCES)}
+    a, b = {**ADDED_LATER, **flat(theirs or {})}, {**ADDED_LATER, **flat(mine)}
+    keys = sorted(k for k in {*a, *b} if k not in skip and a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:shown]) or "its seeds differ"
+
+
 def member_spec(spec: dict[str, Any], k: int) -> dict[str, Any]:
     """Member k of a group is the run with every seed shifted by k."""
     member = copy.deepcopy(spec)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from neuralforge import checkpoint, data, hardware, records
-from neuralforge.config import fingerprint, member_spec, resolve, validate
+from neuralforge.config import differences, fingerprint, member_spec, resolve, validate
 from neuralforge.errors import CheckpointError, ConfigError, DivergedError, NeuralForgeError
 from neuralforge.records import COMPLETE, FAILED, RUNNING
 from neuralforge.seeding import group_generators
@@ -118,10 +118,20 @@ class Run:
         for folder, rec in found.items():
             if rec is not None and rec.get("fingerprint") != self.fp:
                 raise ConfigError(
-                    f"{folder} holds a run of another config (fingerprint {rec.get('fingerprint')}, this command "
-                    f"gives {self.fp}). Refusing to mix them: choose another hydra.run.dir / hydra.sweep.dir.")
+                    f"{folder} holds a run of another config ({differences(rec.get('config'), self.spec)}). "
+                    f"Refusing to mix them: give this command the first one's settings, or choose another "
+                    f"hydra.run.dir / hydra.sweep.dir.")
         existing = [found.get(f) for f in self.folders]  # each member's folder is among those read
         if all(rec is not None and rec["status"] == COMPLETE for rec in existing):
+            # data.root is not fingerprinted (the same files may move): the files themselves must match
+            d = self.spec["data"]
+            data.ensure_files(d["name"], d["root"], d["download"])
+            checksums = data.check_files(d["name"], d["root"])
+            for folder, rec in zip(self.folders, existing):
+                if (rec.get("provenance") or {}).get("dataset_sha256", checksums) != checksums:
+                    raise ConfigError(f"{folder} holds a complete run on other data files than those in {d['root']} "
+                                      f"(their sha256 differ). Point data.root at that run's files, or choose "
+                                      f"another hydra.run.dir / hydra.sweep.dir.")
             score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
             log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
             return score
@@ -129,8 +139,9 @@ class Run:
         last = self.dir / LAST
         ckpt = checkpoint.load(last) if last.exists() else None
         if ckpt is not None and ckpt.get("fingerprint") != self.fp:  # before any data is read
-            raise CheckpointError(f"{last} belongs to another config (fingerprint {ckpt.get('fingerprint')}, this "
-                                  f"command gives {self.fp}). Refusing to resume: use another output folder.")
+            raise CheckpointError(f"{last} belongs to another config ({differences(ckpt.get('config'), self.spec)}). "
+                                  f"Refusing to resume: give this command the first one's settings, or use "
+                                  f"another output folder.")
         self.setup()
         if ckpt is not None:
             # data.root is not fingerprinted (the same files may move): the files themselves must match
@@ -276,7 +287,7 @@ class Run:
             losses.append(loss.detach())
             preds.append(logits.detach().argmax(-1))
         labels = Y.index_select(0, order.flatten()).view(K, -1)
-        return torch.cat(losses, 1).mean(1).cpu(), (torch.cat(preds, 1) == labels).float().mean(1).cpu()
+        return torch.cat(losses, 1).mean(1).cpu(), (torch.cat(preds, 1) == labels).double().mean(1).cpu()
 
     @torch.no_grad()
     def evaluate(self, X, Y, idx=None):
@@ -296,7 +307,7 @@ class Run:
             preds.append(logits.argmax(-1))
         pred = torch.cat(preds, 1)
         y_all = Y[idx] if idx is not None else Y.expand(self.K, -1)
-        acc = (pred == y_all).float().mean(1)
+        acc = (pred == y_all).double().mean(1)  # 43/200 is 0.215, not float32's 0.2150000035762787
         return (loss_sum / n).cpu(), acc.cpu(), pred.to(torch.uint8).cpu()
 
     def judge(self, k: int, m: Member, row: dict[str, float], test_pred: torch.Tensor) -> None:

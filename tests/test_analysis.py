@@ -318,6 +318,14 @@ def test_compare_matches_scipy_and_hand_worked_effect_sizes():
     assert (r["diff_low"], r["diff_high"]) == (diff.confidence_interval.low, diff.confidence_interval.high)
 
 
+def test_no_verdict_from_counts_that_cannot_show_a_difference():
+    low, high = [0.90, 0.91, 0.92, 0.93, 0.94], [0.95, 0.96, 0.97, 0.98, 0.99]  # fully separated
+    assert stats.compare(low[:3], high[:3])["verdict"] == "too few runs"  # smallest Mann-Whitney p: 0.1
+    assert stats.compare(low[:3], high[:4])["verdict"] == "too few runs"  # 0.057
+    assert stats.compare(low[:4], high[:4])["verdict"] == "b better"  # 0.029
+    assert stats.compare(high[:3], low)["verdict"] == "a better"  # 3 against 5: 0.036
+
+
 def test_verdict_follows_bouthillier():
     assert stats.verdict(0.8, 0.6, 0.95) == "a better"
     assert stats.verdict(0.8, 0.45, 0.95) == "inconclusive"  # meaningful, not significant
@@ -398,6 +406,11 @@ def test_a_metric_no_run_has_is_one_line_and_writes_nothing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "report").exists()
+    assert main(["summary", runs, "--csv", str(tmp_path)]) == 1  # a folder: one line, before any table
+    out = capsys.readouterr()
+    assert out.err.startswith(f"error: --csv {tmp_path} is a folder") and out.out == ""
+    assert main(["summary", runs, "--metric", "nothing"]) == 1
+    assert "wall_seconds, seconds_per_epoch" in capsys.readouterr().err  # every metric that works is offered
     assert main(["summary", runs, "--csv", str(tmp_path / "new/folder/x.csv")]) == 0  # made, like report -o
     assert len(pd.read_csv(tmp_path / "new/folder/x.csv")) == 1
 

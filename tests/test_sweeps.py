@@ -67,6 +67,36 @@ def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
     assert "2 complete, 2 failed" in out.stdout + out.stderr
 
 
+def test_a_search_config_run_without_multirun_says_so(idx_root, tmp_path):
+    out = run(idx_root, "hparams_search=mlp_optuna", "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
+    assert "defines a sweep (hydra.sweeper.params) but runs without -m" in out.stdout + out.stderr
+    out = run(idx_root, "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'plain'}")
+    assert "without -m" not in out.stdout + out.stderr
+
+
+def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
+    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, "trainer.epochs=500", f"hydra.run.dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not (tmp_path / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: the same command")
+    assert records.read_results(tmp_path)["status"] == "running"  # resumable: not failed
+    assert sweeps.job_states(tmp_path)["stale"] == [tmp_path]  # its process is gone
+
+
+def test_a_relaunch_without_an_earlier_mistake_succeeds_and_still_lists_it(idx_root, tmp_path):
+    out = run(idx_root, "-m", "optimizer.lr=0.001,-1", f"hydra.sweep.dir={tmp_path}", check=False)
+    assert out.returncode != 0 and "optimizer.lr must be positive" in out.stderr
+    out = run(idx_root, "-m", "optimizer.lr=0.001,0.01", f"hydra.sweep.dir={tmp_path}")  # check: exits 0
+    assert "2 complete, 1 failed" in out.stdout + out.stderr  # the mistake is not forgotten
+    assert sweeps.job_states(tmp_path)["failed"] == [folder_of(tmp_path, "optimizer.lr=-1")]
+
+
 def test_a_job_refused_before_its_first_record_counts_as_failed_not_missing(idx_root, tmp_path):
     out = run(idx_root, "-m", "trainer.batch_size=0,64", f"hydra.sweep.dir={tmp_path}", check=False)
     assert out.returncode != 0
@@ -339,7 +369,10 @@ def test_a_search_relaunched_with_other_fixed_settings_is_refused(idx_root, tmp_
 @pytest.mark.parametrize("override, message", [
     ("data.val_size=0", "a search needs a validation set"),
     ("hydra.sweeper.storage=optuna.db", "cannot be opened"),  # a path, not a URL
+    ("n_seeds=3", "seeds_per_trial=2 but n_seeds=3"),  # before any trial: no study holds it to the mistake
+    ("optimizer.lr=-1", "optimizer.lr must be positive"),
 ])
 def test_a_search_refuses_bad_input_in_one_line(idx_root, tmp_path, override, message):
     out = run(idx_root, "-m", "hparams_search=mlp_optuna", override, f"hydra.sweep.dir={tmp_path}", check=False)
     assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("trial_*"))  # refused before any trial was launched

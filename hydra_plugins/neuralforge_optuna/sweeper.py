@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
-from neuralforge.config import NOT_FINGERPRINTED
+from neuralforge.config import NOT_FINGERPRINTED, validate
 from neuralforge.errors import ConfigError, SearchError
 from neuralforge.liveness import STALE_AFTER_S, gone
 
@@ -116,6 +116,9 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         if self.config.data.val_size == 0:
             raise ConfigError("a search needs a validation set to choose on: data.val_size=0 would select on "
                               "the test set. Set data.val_size > 0.")
+        # a bad fixed value would fail every trial, and its failed trials would then hold the
+        # study to that value: refused before the study is touched
+        validate(self.config)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._process_searchspace_config()
