@@ -93,12 +93,8 @@ def noise_floor(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataF
     """Per config: observed std of test accuracy beside the std that test-set sampling alone
     would give (floor_std, Jordan 2023), the remainder sqrt(std^2 - floor^2) that is spread
     between the learnt functions, and the naive binomial std sqrt(p (1 - p) / n_test)."""
-    rows = []
-    for g in groups(df, by):
-        labels, folders, preds = _predictions(g)
-        if preds is None:
-            continue
-        rows.append({**g.columns, **stats.noise_floor(preds == labels[None, :])})
+    rows = [{**g.columns, **stats.noise_floor(preds == labels[None, :])}
+            for g, labels, _, preds in _with_predictions(df, by)]
     return _units(pd.DataFrame(rows), "test_acc", ["mean", "std", "floor_std", "remainder_std", "binomial_std"])
 
 
@@ -106,22 +102,14 @@ def stability(df: pd.DataFrame, by: str | list[str] | None = None) -> pd.DataFra
     """Per config, how far its runs agree on the test set: mean pairwise churn (share of
     examples two runs label differently), mean pairwise Cohen's kappa of correctness, share of
     examples some run gets wrong and every run gets wrong, and majority-vote accuracy."""
-    rows = []
-    for g in groups(df, by):
-        labels, folders, preds = _predictions(g)
-        if preds is None:
-            continue
-        rows.append({**g.columns, **stats.stability(preds, labels)})
+    rows = [{**g.columns, **stats.stability(preds, labels)} for g, labels, _, preds in _with_predictions(df, by)]
     return _units(pd.DataFrame(rows), "test_acc", ["mean_acc", "ensemble_acc", "churn", "some_wrong", "all_wrong"])
 
 
 def churn_matrices(df: pd.DataFrame, by: str | list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Per config with two runs or more: pairwise disagreement, indexed by run."""
     out = {}
-    for g in groups(df, by):
-        labels, folders, preds = _predictions(g)
-        if preds is None or len(preds) < 2:
-            continue
+    for g, _, folders, preds in _with_predictions(df, by, at_least=2):
         names = run_names(g.runs.set_index("folder").loc[folders], seed_keys(df))
         out[g.label] = pd.DataFrame(stats.churn(preds), index=names, columns=names)
     return out
@@ -152,14 +140,17 @@ def check_metric(df: pd.DataFrame, metric: str) -> None:
                             f"for runs with data.val_size=0): choose another --metric")
 
 
-def _predictions(g: Group) -> tuple[np.ndarray | None, list[str], np.ndarray | None]:
-    folders, preds = artifacts.predictions(g.runs)
-    if preds is None:
-        return None, [], None
-    labels = artifacts.test_labels(folders[0])
-    if len(labels) != preds.shape[1]:
-        raise AnalysisError(f"{folders[0]}: {preds.shape[1]} predictions for {len(labels)} test labels")
-    return labels, folders, preds
+def _with_predictions(df: pd.DataFrame, by, at_least: int = 1):
+    """Each config with `at_least` runs that left predictions: (group, true test labels, the
+    runs' folders, their predictions stacked)."""
+    for g in groups(df, by):
+        folders, preds = artifacts.predictions(g.runs)
+        if preds is None or len(preds) < at_least:
+            continue
+        labels = artifacts.test_labels(folders[0])
+        if len(labels) != preds.shape[1]:
+            raise AnalysisError(f"{folders[0]}: {preds.shape[1]} predictions for {len(labels)} test labels")
+        yield g, labels, folders, preds
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame, seeds: list[str], metric: str):

@@ -4,8 +4,10 @@ nn.Sequential 784-128-64-10 with ReLU, Adam lr 1e-3, cross-entropy."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,15 +55,21 @@ def harness_config(root: str, *overrides: str):
         return compose("config", overrides=[f"data.root={root}", "device=cpu", *overrides])
 
 
-def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:
-    """Seconds for each training epoch of the harness's loop (the data already on the device)."""
-    import tempfile
-
+@contextlib.contextmanager
+def harness_run(root: str, *overrides: str):
+    """The harness's run of the composed config, set up (data on the device, model built) in
+    a scratch folder, nothing trained yet."""
     from neuralforge.engine import Run
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Run.prepare(harness_config(root, *overrides), tmp)
         run.setup()
+        yield run
+
+
+def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:
+    """Seconds for each training epoch of the harness's loop (the data already on the device)."""
+    with harness_run(root, *overrides) as run:
         seconds = []
         for _ in range(epochs):
             tick = time.perf_counter()

@@ -17,13 +17,12 @@ even when warm: that sum is the bound.
 """
 
 import sys
-import tempfile
 import time
 
 import torch
 
-from neuralforge.engine import Run, gather
-from notebook import configure, data_root, harness_config, harness_epoch, machine
+from neuralforge.engine import gather
+from notebook import configure, data_root, harness_epoch, harness_run, machine
 
 BARE = "model.hidden=[1,1]"
 KERNELS = ("layer 1", "its weight gradient", "fused Adam")
@@ -42,13 +41,10 @@ def repeat(fn, n: int = 200) -> float:
 def kernels(root: str, K: int, *overrides: str) -> tuple[list[float], int]:
     """Microseconds of each of KERNELS alone, on the tensors of a run that has trained one
     epoch; and the number of steps in an epoch."""
-    cfg = harness_config(root, f"n_seeds={K}", *overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run.prepare(cfg, tmp)
-        run.setup()
+    with harness_run(root, f"n_seeds={K}", *overrides) as run:
         run.train_epoch()
         w, b = run.model.weights[0].detach(), run.model.biases[0].detach()
-        x = gather(run.data.train_x, run.data.train_y, run.train_idx[:, :cfg.trainer.batch_size])[0].flatten(2)
+        x = gather(run.data.train_x, run.data.train_y, run.train_idx[:, :run.cfg.trainer.batch_size])[0].flatten(2)
         g = torch.randn(K, x.shape[1], w.shape[2]) * 1e-3  # the gradient at the first layer's output
         for p in run.params:
             p.grad = torch.randn_like(p) * 1e-3

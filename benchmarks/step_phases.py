@@ -8,24 +8,20 @@ warm-up epoch, and prints microseconds per step for each phase.
 """
 
 import sys
-import tempfile
 import time
 
 import torch
 
-from neuralforge.engine import Run, gather, member_loss
-from notebook import configure, data_root, harness_config, machine
+from neuralforge.engine import gather, member_loss
+from notebook import configure, data_root, harness_run, machine
 
 PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")
 
 
 def phases(root: str, K: int, steps: int = 400) -> dict[str, float]:
-    cfg = harness_config(root, f"n_seeds={K}")
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run.prepare(cfg, tmp)
-        run.setup()
+    with harness_run(root, f"n_seeds={K}") as run:
         run.train_epoch()
-        X, Y, order, B = run.data.train_x, run.data.train_y, run.train_idx, cfg.trainer.batch_size
+        X, Y, order, B = run.data.train_x, run.data.train_y, run.train_idx, run.cfg.trainer.batch_size
         total = dict.fromkeys(PHASES, 0.0)
         for s in range(steps):
             t = [time.perf_counter()]
