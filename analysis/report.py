@@ -27,7 +27,8 @@ EXPLAIN = {
                 "picking the epoch on test would have added.",
     "compare": "diff = mean_a − mean_b with 95% bootstrap CI; welch_p, mwu_p: Welch t and Mann-Whitney U tests; "
                "p_a_gt_b = P(a > b) = U/(n_a n_b) with bootstrap CI; verdict (Bouthillier et al. 2021): better only "
-               "if P > 0.75 and its CI's lower bound > 0.5; n_for_power: runs per config to detect this diff with 80% "
+               "if P > 0.75 and its CI's lower bound > 0.5, none (too few runs) at counts where an exact Mann-Whitney "
+               "test cannot reach p < 0.05; n_for_power: runs per config to detect this diff with 80% "
                "power; paired_p: paired t-test on the n_pairs seeds both ran; *_holm: Holm-adjusted over the table.",
     "variance": "Variance components of a random-effects model over the crossed seed sources (ANOVA expected mean "
                 "squares); share: fraction of the total.",

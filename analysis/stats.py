@@ -134,7 +134,8 @@ def compare(a, b, seed: int = 0, pairs: tuple[np.ndarray, np.ndarray] | None = N
     p, low, high = ((out["p_a_gt_b"], out["p_low"], out["p_high"]) if higher_is_better
                     else (1 - out["p_a_gt_b"], 1 - out["p_high"], 1 - out["p_low"]))
     # with 3 runs each, any two separated configs get P(a > b) = 1 and a bootstrap CI of [1, 1]:
-    # a verdict needs counts at which Mann-Whitney could reach p < 0.05 at all
+    # a verdict needs counts at which an exact Mann-Whitney test could reach p < 0.05 at all (with
+    # ties, mwu_p comes from scipy's normal approximation and may dip below 0.05 at these counts)
     enough = two and 2 / math.comb(nx + ny, nx) < 0.05
     out["verdict"] = verdict(p, low, high) if enough else "too few runs"
     sd = pooled_std(x, y) if two else math.nan

@@ -292,7 +292,8 @@ def differences(theirs: dict[str, Any], mine: dict[str, Any], shown: int = 4) ->
     skip = {*NOT_FINGERPRINTED, "seed", *(f"seeds.{s}" for s in SEED_SOURCES)}
     a, b = {**ADDED_LATER, **flat(theirs or {})}, {**ADDED_LATER, **flat(mine)}
     keys = sorted(k for k in {*a, *b} if k not in skip and a.get(k) != b.get(k))
-    return "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:shown]) or "its seeds differ"
+    more = f"; {len(keys) - shown} more" if len(keys) > shown else ""
+    return "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:shown]) + more or "its seeds differ"
 
 
 def member_spec(spec: dict[str, Any], k: int) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def ensure_files(name: str, root: str, download: bool) -> None:
         return
     if download:
         log.info("Downloading %s into %s", name, root)
-        created = [p for p in (folder, folder.parent, Path(root)) if not p.exists()]  # deepest first
+        created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
         try:
             for train in (True, False):
                 DATASETS[name](root, train=train, download=True)

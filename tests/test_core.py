@@ -388,11 +388,11 @@ def test_missing_dataset_names_files_and_override(make_cfg, tmp_path):
 def test_a_failed_download_says_why_and_leaves_no_empty_folders(make_cfg, tmp_path, monkeypatch):
     # the real download code, pointed at a mirror that is not there: offline, on any machine
     monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [(tmp_path / "no-mirror").as_uri() + "/"])
-    root = tmp_path / "data"
+    root = tmp_path / "new" / "data"  # neither exists yet
     with pytest.raises(DataError, match="the download failed") as err:
         train(make_cfg("data=fashion_mnist", f"data.root={root}", "data.download=true"), tmp_path / "run")
     assert "data.root=" in str(err.value)
-    assert not root.exists()
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -560,7 +560,11 @@ def test_a_complete_run_is_not_reported_complete_on_other_data_files(make_cfg, t
     with pytest.raises(ConfigError, match="complete run on other data files"):
         train(make_cfg(f"data.root={other}"), tmp_path / "run")
     moved = shutil.copytree(make_cfg().data.root, tmp_path / "moved")  # the same files elsewhere: still complete
-    assert train(make_cfg(f"data.root={moved}"), tmp_path / "run") == records.read_results(tmp_path / "run")["metrics"]["val_acc"]
+    score = records.read_results(tmp_path / "run")["metrics"]["val_acc"]
+    assert train(make_cfg(f"data.root={moved}"), tmp_path / "run") == score
+    shutil.rmtree(moved)  # deleted after training: nothing to compare, nothing is downloaded
+    assert train(make_cfg(f"data.root={moved}", "data.download=true"), tmp_path / "run") == score
+    assert not moved.exists()
 
 
 def test_resume_refuses_other_data_files(make_cfg, tmp_path):

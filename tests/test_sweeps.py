@@ -84,7 +84,8 @@ def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("interrupted: the same command")
+    assert err.strip().splitlines()[-1] == (f"interrupted: the same command with hydra.run.dir={tmp_path} resumes "
+                                            f"from the last finished epoch")
     assert records.read_results(tmp_path)["status"] == "running"  # resumable: not failed
     assert sweeps.job_states(tmp_path)["stale"] == [tmp_path]  # its process is gone
 
@@ -124,6 +125,13 @@ def test_jobs_that_share_the_cores_are_those_running_at_once(monkeypatch):
     assert search.launcher.n_jobs == -1 and search.sweeper.n_jobs == 1
     assert hardware.jobs_at_once(search.launcher.n_jobs, search.sweeper.n_jobs) == 1
     assert hardware.jobs_at_once(-1, 4) == 4 and hardware.default_threads(4) == 2
+
+
+def test_a_search_on_joblib_asking_one_trial_at_a_time_gives_it_every_core(idx_root, tmp_path):
+    default_threads = [o for o in FAST if not o.startswith("threads=")]
+    run(idx_root, "-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", "hydra/launcher=joblib",
+        "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}", fast=default_threads)
+    assert [r["config"]["threads"] for r in results(tmp_path).values()] == [hardware.default_threads(1)]
 
 
 def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_path):
