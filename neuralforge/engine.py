@@ -111,52 +111,13 @@ class Run:
 
     # ----------------------------------------------------------------- entry
     def go(self) -> float:
-        # every record in the folder, also those this command would not write (a single run's,
-        # where a group now starts; another group's members): last.pt may be gone (keep_last=false)
-        found = {path.parent: records.read_results(path.parent)
-                 for path in [self.dir / records.RESULTS, *sorted(self.dir.glob(f"seed=*/{records.RESULTS}"))]}
-        for folder, rec in found.items():
-            if rec is not None and rec.get("fingerprint") != self.fp:
-                raise ConfigError(
-                    f"{folder} holds a run of another config ({differences(rec.get('config'), self.spec)}). "
-                    f"Refusing to mix them: give this command the first one's settings, or choose another "
-                    f"hydra.run.dir / hydra.sweep.dir.")
-        existing = [found.get(f) for f in self.folders]  # each member's folder is among those read
+        existing = self.check_folder()
         if all(rec is not None and rec["status"] == COMPLETE for rec in existing):
-            # data.root is not fingerprinted (the same files may move): files there must be the
-            # run's own. None there (deleted after training), nothing is compared or downloaded.
-            d = self.spec["data"]
-            try:
-                checksums = data.check_files(d["name"], d["root"])
-            except (DataError, OSError):  # missing or unreadable
-                checksums = None
-            for folder, rec in zip(self.folders, existing):
-                if checksums and (rec.get("provenance") or {}).get("dataset_sha256", checksums) != checksums:
-                    raise ConfigError(f"{folder} holds a complete run on other data files than those in {d['root']} "
-                                      f"(their sha256 differ). Point data.root at that run's files, or choose "
-                                      f"another hydra.run.dir / hydra.sweep.dir.")
-            score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
-            log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
-            return score
-
-        last = self.dir / LAST
-        ckpt = checkpoint.load(last) if last.exists() else None
-        if ckpt is not None and ckpt.get("fingerprint") != self.fp:  # before any data is read
-            raise CheckpointError(f"{last} belongs to another config ({differences(ckpt.get('config'), self.spec)}). "
-                                  f"Refusing to resume: give this command the first one's settings, or use "
-                                  f"another output folder.")
+            return self.complete_score(existing)
+        ckpt = self.load_last()  # and checked, before any data is read
         self.setup()
         if ckpt is not None:
-            # data.root is not fingerprinted (the same files may move): the files themselves must match
-            if ckpt.get("data", self.data.checksums) != self.data.checksums:
-                raise CheckpointError(f"{last} was trained on other data files than those in {self.spec['data']['root']} "
-                                      f"(their sha256 differ). Point data.root at the first run's files.")
-            self.restore(ckpt)
-            # members whose final records are on disk keep them as written (by that process,
-            # with its provenance); only a record the checkpoint has overtaken is written again
-            self.final = {k for k, (m, rec) in enumerate(zip(self.members, existing))
-                          if m.status != RUNNING and rec is not None and rec["status"] == m.status}
-            log.info("Resuming from epoch %d", self.epoch + 1)
+            self.resume(ckpt, existing)
         else:
             log.info("No checkpoint found, starting from scratch")
         try:
@@ -170,6 +131,60 @@ class Run:
             self.write_records()
             raise
         return self.finish()
+
+    def check_folder(self) -> list[dict[str, Any] | None]:
+        """Refuse a folder that holds a record of another config; return each member's record."""
+        # every record in the folder, also those this command would not write (a single run's,
+        # where a group now starts; another group's members): last.pt may be gone (keep_last=false)
+        found = {path.parent: records.read_results(path.parent)
+                 for path in [self.dir / records.RESULTS, *sorted(self.dir.glob(f"seed=*/{records.RESULTS}"))]}
+        for folder, rec in found.items():
+            if rec is not None and rec.get("fingerprint") != self.fp:
+                raise ConfigError(
+                    f"{folder} holds a run of another config ({differences(rec.get('config'), self.spec)}). "
+                    f"Refusing to mix them: give this command the first one's settings, or choose another "
+                    f"hydra.run.dir / hydra.sweep.dir.")
+        return [found.get(f) for f in self.folders]  # each member's folder is among those read
+
+    def complete_score(self, existing: list[dict[str, Any]]) -> float:
+        """The objective of a group whose members are all complete, reported, not retrained."""
+        # data.root is not fingerprinted (the same files may move): files there must be the
+        # run's own. None there (deleted after training), nothing is compared or downloaded.
+        d = self.spec["data"]
+        try:
+            checksums = data.check_files(d["name"], d["root"])
+        except (DataError, OSError):  # missing or unreadable
+            checksums = None
+        for folder, rec in zip(self.folders, existing):
+            if checksums and (rec.get("provenance") or {}).get("dataset_sha256", checksums) != checksums:
+                raise ConfigError(f"{folder} holds a complete run on other data files than those in {d['root']} "
+                                  f"(their sha256 differ). Point data.root at that run's files, or choose "
+                                  f"another hydra.run.dir / hydra.sweep.dir.")
+        score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
+        log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
+        return score
+
+    def load_last(self) -> dict[str, Any] | None:
+        last = self.dir / LAST
+        ckpt = checkpoint.load(last) if last.exists() else None
+        if ckpt is not None and ckpt.get("fingerprint") != self.fp:
+            raise CheckpointError(f"{last} belongs to another config ({differences(ckpt.get('config'), self.spec)}). "
+                                  f"Refusing to resume: give this command the first one's settings, or use "
+                                  f"another output folder.")
+        return ckpt
+
+    def resume(self, ckpt: dict[str, Any], existing: list[dict[str, Any] | None]) -> None:
+        last = self.dir / LAST
+        # data.root is not fingerprinted (the same files may move): the files themselves must match
+        if ckpt.get("data", self.data.checksums) != self.data.checksums:
+            raise CheckpointError(f"{last} was trained on other data files than those in {self.spec['data']['root']} "
+                                  f"(their sha256 differ). Point data.root at the first run's files.")
+        self.restore(ckpt)
+        # members whose final records are on disk keep them as written (by that process,
+        # with its provenance); only a record the checkpoint has overtaken is written again
+        self.final = {k for k, (m, rec) in enumerate(zip(self.members, existing))
+                      if m.status != RUNNING and rec is not None and rec["status"] == m.status}
+        log.info("Resuming from epoch %d", self.epoch + 1)
 
     # ----------------------------------------------------------------- build
     def setup(self) -> None:
@@ -391,7 +406,8 @@ class Run:
         if not self.spec["trainer"]["keep_last"] and all(m.status == COMPLETE for m in self.members):
             (self.dir / LAST).unlink(missing_ok=True)
         failed = [(f, m.error) for f, m in zip(self.folders, self.members) if m.status == FAILED]
+        if failed and self.K == 1:
+            raise DivergedError(failed[0][1])
         if failed:
-            where = "; ".join(f"{f.name}: {e}" for f, e in failed) if self.K > 1 else failed[0][1]
-            raise DivergedError(f"{len(failed)} of {self.K} failed: {where}" if self.K > 1 else where)
+            raise DivergedError(f"{len(failed)} of {self.K} failed: " + "; ".join(f"{f.name}: {e}" for f, e in failed))
         return float(np.mean([m.best_score for m in self.members]))
