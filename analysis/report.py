@@ -96,8 +96,9 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     runs = groups(df)
     metric_name = plots.METRIC_NAMES.get(metric, metric)
     csv("runs.csv", df, "every run found, one row each, with its status")
-    if len(problems(df)):
-        csv("problems.csv", problems(df), "runs left out of every statistic: failed, stale, running, missing, unreadable, repeats")
+    left_out = problems(df)
+    if len(left_out):
+        csv("problems.csv", left_out, "runs left out of every statistic: failed, stale, running, missing, unreadable, repeats")
 
     summary = tables.summarize(df, metric, seed=seed)
     csv("summary.csv", summary, f"{metric} per config")
