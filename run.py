@@ -13,7 +13,6 @@ from neuralforge.engine import train
 from neuralforge.errors import NeuralForgeError
 
 log = logging.getLogger("neuralforge")
-relaunch: list[str] = []  # how to resume what a Ctrl-C stops, set once a job starts
 
 
 def _one_line_errors(kind, err, tb):
@@ -30,15 +29,9 @@ def _one_line_errors(kind, err, tb):
 @hydra.main(config_path="conf", config_name="config", execution_whitelist=["neuralforge.sweeps.SweepCallback"])
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    if hc.mode == RunMode.RUN:
-        relaunch[:] = [f"the same command with hydra.run.dir={hc.runtime.output_dir} resumes from the last finished "
-                       f"epoch"]
-    elif "Optuna" in hc.sweeper._target_:
-        relaunch[:] = [f"the same command with hydra.sweep.dir={hc.sweep.dir} goes on: interrupted trials are "
-                       f"replaced by new ones"]
-    else:
-        relaunch[:] = [f"the same command with hydra.sweep.dir={hc.sweep.dir} resumes each job from its last "
-                       f"finished epoch"]
+    if hc.mode == RunMode.RUN:  # a sweep's hint is set by its callback, in the process a Ctrl-C stops
+        sweeps.relaunch[:] = [f"the same command with hydra.run.dir={hc.runtime.output_dir} resumes from the "
+                              f"last finished epoch"]
     if hc.mode == RunMode.RUN and hc.sweeper.get("params"):
         log.warning("This config defines a sweep (hydra.sweeper.params) but runs without -m: one run of its "
                     "base config trains. Add -m to sweep.")
@@ -54,7 +47,7 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:
         # every finished epoch is in last.pt: the run is resumable, not failed
-        print(f"interrupted: {relaunch[0] if relaunch else 'no run had started'}", file=sys.stderr)
+        print(f"interrupted: {sweeps.relaunch[0] if sweeps.relaunch else 'no run had started'}", file=sys.stderr)
         sys.exit(130)
     if sweeps.incomplete:
         print(f"error: {sweeps.incomplete[-1]}", file=sys.stderr)

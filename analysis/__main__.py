@@ -134,7 +134,7 @@ def _problems(df: pd.DataFrame, args) -> int:
 
 def _report(df: pd.DataFrame, args) -> int:
     written = report(df, args.out, by=args.by, metric=args.metric, seed=args.seed, study=args.study)
-    print(f"wrote {len(written)} files to {args.out}/ (start with report.md)")
+    print(f"wrote {len(written)} files to {Path(args.out)}/ (start with report.md)")
     return 0
 
 

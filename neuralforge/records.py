@@ -7,6 +7,7 @@ is torch-free, so analysis imports it without loading torch. Accuracies are frac
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -46,8 +47,13 @@ def atomic_write(path: Path, write, durable: bool = False) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):  # an interrupt right after the rename
+            os.unlink(tmp)
+        if isinstance(err.__context__, KeyboardInterrupt):
+            # torch.save's zip writer, interrupted, raises a RuntimeError on its way out: the
+            # run was stopped, not broken (it stays resumable instead of recorded as failed)
+            raise err.__context__ from None
         raise
 
 

@@ -9,6 +9,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
+from neuralforge.errors import ConfigError
+
 
 def constant(optimizer: Optimizer, total_steps: int) -> None:
     return None
@@ -20,6 +22,9 @@ def cosine(optimizer: Optimizer, total_steps: int, warmup: float = 0.0, final_lr
 
 def one_cycle(optimizer: Optimizer, total_steps: int, max_lr: float, pct_start: float = 0.25,
               div_factor: float = 25.0, final_div_factor: float = 1e4) -> LRScheduler:
+    if pct_start * total_steps <= 1:  # OneCycleLR would divide by its empty warm-up phase
+        raise ConfigError(f"scheduler=one_cycle warms up over pct_start={pct_start} of {total_steps} steps, less "
+                          f"than two: train more steps (more epochs, a smaller batch) or raise pct_start")
     return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
                       div_factor=div_factor, final_div_factor=final_div_factor,
                       cycle_momentum=False)

@@ -27,6 +27,9 @@ STATES = ("complete", "failed", "stale", "running", "missing")
 # Hydra turns a callback's exception into a warning, so the outcome of the last sweep is
 # handed to run.py, which sets the exit code.
 incomplete: list[str] = []
+# how to resume what a Ctrl-C stops: set where run.py's handler reads it, in the process Hydra
+# started (a joblib job runs in a worker)
+relaunch: list[str] = []
 
 
 def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
@@ -82,9 +85,12 @@ class SweepCallback(Callback):
     job when it ends, and notes in `incomplete` a grid sweep that left any job unfinished."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        relaunch[:] = [f"the same command with hydra.sweep.dir={sweep_dir} " + (
+            "resumes each job from its last finished epoch" if _is_grid(config)
+            else "goes on: interrupted trials are replaced by new ones")]
         if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
-        sweep_dir = Path(config.hydra.sweep.dir)
         jobs = expected_jobs(config)
         write_manifest(sweep_dir, jobs, kind="grid")
         log.info("Sweep of %d jobs into %s", len(jobs), sweep_dir)

@@ -275,6 +275,16 @@ def test_a_failed_write_keeps_the_file_before_it_and_leaves_no_temporary(tmp_pat
         records.atomic_write(tmp_path / LAST, dies_midway)
     assert (tmp_path / LAST).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST]
+
+    def interrupted_then_torn(f):  # what torch.save does when Ctrl-C lands inside it
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")  # noqa: B012
+
+    with pytest.raises(KeyboardInterrupt):  # an interrupt, not a failure
+        records.atomic_write(tmp_path / LAST, interrupted_then_torn)
+    assert (tmp_path / LAST).read_bytes() == before
     records.write_json(tmp_path / records.RESULTS, {"status": "running"})
     with pytest.raises(TypeError):  # not serialisable: fails while writing
         records.write_json(tmp_path / records.RESULTS, {"status": object()})
@@ -358,6 +368,7 @@ def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     ("+trainer.patiance=1", "unknown key trainer.patiance"),  # + appends past the schema
     ("+model.dropuot=0.2", "unknown key model.dropuot"),
     ("scheduler=one_cycle scheduler.pct_start=2", "pct_start"),  # and by OneCycleLR
+    ("scheduler=one_cycle trainer.batch_size=500 trainer.epochs=2", "warms up over pct_start=0.25 of 2 steps"),
     ("matmul_precision=low", "matmul_precision='low' is unknown: use one of highest, high, medium"),
     ("seeds_per_trial=4", r"seeds_per_trial=4 but n_seeds=1: .* add n_seeds='\$\{seeds_per_trial\}'"),
 ])

@@ -67,6 +67,24 @@ def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
     assert "2 complete, 2 failed" in out.stdout + out.stderr
 
 
+def test_ctrl_c_on_a_joblib_sweep_names_the_sweep_folder(idx_root, tmp_path):
+    # a terminal's Ctrl-C reaches the whole process group: the parent and joblib's workers
+    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, "trainer.epochs=500", "-m", "seed=0,1",
+           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    # (joblib's resource tracker may warn about its semaphores after it)
+    assert (f"interrupted: the same command with hydra.sweep.dir={tmp_path} resumes each job from its last "
+            f"finished epoch") in err.splitlines()
+
+
 def test_a_search_config_run_without_multirun_says_so(idx_root, tmp_path):
     out = run(idx_root, "hparams_search=mlp_optuna", "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
     assert "defines a sweep (hydra.sweeper.params) but runs without -m" in out.stdout + out.stderr
