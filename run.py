@@ -32,9 +32,9 @@ def main(cfg: DictConfig) -> float:
     if hc.mode == RunMode.RUN:  # a sweep's hint is set by its callback, in the process a Ctrl-C stops
         sweeps.relaunch[:] = [f"the same command with hydra.run.dir={hc.runtime.output_dir} resumes from the "
                               f"last finished epoch"]
-    if hc.mode == RunMode.RUN and hc.sweeper.get("params"):
-        log.warning("This config defines a sweep (hydra.sweeper.params) but runs without -m: one run of its "
-                    "base config trains. Add -m to sweep.")
+        if hc.sweeper.get("params"):
+            log.warning("This config defines a sweep (hydra.sweeper.params) but runs without -m: one run of its "
+                        "base config trains. Add -m to sweep.")
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))

@@ -280,14 +280,16 @@ def fingerprint(spec: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"optimizer.lr": 0.001, ...}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def differences(theirs: dict[str, Any], mine: dict[str, Any], shown: int = 4) -> str:
     """What differs between two resolved configs, as 'key: theirs there, mine here; ...'."""
-    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-        return out
-
     # a group's members hold shifted seeds: not shown, said only when nothing else differs
     skip = {*NOT_FINGERPRINTED, "seed", *(f"seeds.{s}" for s in SEED_SOURCES)}
     a, b = {**ADDED_LATER, **flat(theirs or {})}, {**ADDED_LATER, **flat(mine)}

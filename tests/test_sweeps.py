@@ -24,13 +24,28 @@ from conftest import CONF, FAST
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _command(idx_root, args, fast=FAST) -> dict:
+    # the fixture's data, also where CI points NEURALFORGE_DATA at the real MNIST
+    return {"args": [sys.executable, "run.py", f"data.root={idx_root}", *fast, *args], "cwd": ROOT, "text": True,
+            "env": {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}}
+
+
 def run(idx_root, *args, check=True, timeout=240, fast=FAST):
-    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *fast, *args]
-    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    out = subprocess.run(**_command(idx_root, args, fast), capture_output=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr}")
     return out
+
+
+def start(idx_root, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen) -> subprocess.Popen:
+    """run.py in the background, to be interrupted or raced."""
+    return subprocess.Popen(**_command(idx_root, args), stdout=stdout, stderr=stderr, **popen)
+
+
+def wait_until(ready, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not ready() and time.time() < deadline:
+        time.sleep(0.02)
 
 
 def results(sweep_dir):
@@ -69,14 +84,9 @@ def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
 
 def test_ctrl_c_on_a_joblib_sweep_names_the_sweep_folder(idx_root, tmp_path):
     # a terminal's Ctrl-C reaches the whole process group: the parent and joblib's workers
-    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, "trainer.epochs=500", "-m", "seed=0,1",
-           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}"]
-    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while not list(tmp_path.glob("*/last.pt")) and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start(idx_root, "trainer.epochs=500", "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                 f"hydra.sweep.dir={tmp_path}", start_new_session=True)
+    wait_until(lambda: list(tmp_path.glob("*/last.pt")), timeout=120)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -93,12 +103,8 @@ def test_a_search_config_run_without_multirun_says_so(idx_root, tmp_path):
 
 
 def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
-    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, "trainer.epochs=500", f"hydra.run.dir={tmp_path}"]
-    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 60
-    while not (tmp_path / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start(idx_root, "trainer.epochs=500", f"hydra.run.dir={tmp_path}")
+    wait_until((tmp_path / "last.pt").exists, timeout=60)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -171,14 +177,10 @@ def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
     run(idx_root, *args, f"hydra.sweep.dir={tmp_path / 'clean'}")
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, *args, f"hydra.sweep.dir={killed}"]
-    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-            (killed / sweeps.MANIFEST).exists() and (folder_of(killed, "seed=1") / "last.pt").exists()):
-        time.sleep(0.02)
+    proc = start(idx_root, *args, f"hydra.sweep.dir={killed}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 start_new_session=True)
+    wait_until(lambda: (killed / sweeps.MANIFEST).exists() and (folder_of(killed, "seed=1") / "last.pt").exists(),
+               timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     states = sweeps.job_states(killed)
@@ -275,12 +277,9 @@ def test_optuna_marks_a_killed_trial_failed_and_replaces_it(idx_root, tmp_path):
 
 
 def test_two_searches_share_one_study(idx_root, tmp_path):
-    args = [sys.executable, "run.py", f"data.root={idx_root}", *FAST, "-m", "hparams_search=mlp_optuna",
-            "seeds_per_trial=1", "trainer.epochs=1", "model.hidden=[16]", "hydra.sweeper.n_trials=8",
-            f"hydra.sweep.dir={tmp_path}"]
-    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
-    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", "model.hidden=[16]",
+            "hydra.sweeper.n_trials=8", f"hydra.sweep.dir={tmp_path}"]
+    procs = [start(idx_root, *args, stdout=subprocess.DEVNULL) for _ in range(2)]
     assert all(p.wait(timeout=240) == 0 for p in procs), [p.stderr.read() for p in procs]
     study = optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{tmp_path}/optuna.db")
     # n_trials is the study's total; two processes asking at the same moment may each add one

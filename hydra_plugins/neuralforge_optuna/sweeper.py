@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
-from neuralforge.config import NOT_FINGERPRINTED, validate
+from neuralforge.config import NOT_FINGERPRINTED, flat, validate
 from neuralforge.errors import ConfigError, SearchError
 from neuralforge.liveness import STALE_AFTER_S, gone
 
@@ -83,14 +83,6 @@ def open_storage(url: str) -> Any:
         # a generous lock timeout: two processes on one sqlite file wait for each other
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return url
-
-
-def _flat(tree: dict[str, Any], prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flat(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 class NFOptunaSweeper(OptunaSweeper):
@@ -185,7 +177,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         except Exception:  # an interpolation only a job can resolve: compare as written
             cfg = OmegaConf.to_container(task, resolve=False)
         assert isinstance(cfg, dict)
-        mine = {k: v for k, v in _flat(cfg) if k not in space and k not in UNSEARCHED}
+        mine = {k: v for k, v in flat(cfg).items() if k not in space and k not in UNSEARCHED}
         theirs = study.user_attrs.get("nf_config")
         if theirs is None:
             study.set_user_attr("nf_config", mine)
