@@ -1,7 +1,7 @@
 """Typed schema of the configs in conf/, the checks types cannot express, and the
 resolved config with its fingerprint.
 
-Each YAML option in conf/ extends the schema registered here under ``<group>/schema_<name>``,
+Each YAML option in conf/ extends the schema registered here under ``schema/<group>/<name>``,
 so a misspelt key or a value of the wrong type fails at composition with Hydra's message.
 """
 
@@ -34,66 +34,75 @@ NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
 ADDED_LATER = {"matmul_precision": "highest"}
 
 
+def key(default: Any = MISSING, help: str = "", *, factory: Any = None) -> Any:
+    """A schema field with its meaning, which docs/configuration.md is generated from."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class AugmentConf:
-    shift: int = 0
+    shift: int = key(0, "random translations of up to this many pixels, whole batches at once, seeded by seeds.augment")
 
 
 @dataclass
 class DataConf:
-    name: str = MISSING
-    root: str = "${oc.env:NEURALFORGE_DATA,./data}"
-    download: bool = True
-    val_size: int = 5000
-    mean: float = MISSING
-    std: float = MISSING
-    augment: AugmentConf = field(default_factory=AugmentConf)
+    name: str = key(MISSING, "the dataset: mnist, fashion_mnist or kmnist (torchvision's classes)")
+    root: str = key("${oc.env:NEURALFORGE_DATA,./data}", "the folder that holds <Dataset>/raw/; NEURALFORGE_DATA, "
+                                                         "else ./data")
+    download: bool = key(True, "download missing files into root")
+    val_size: int = key(5000, "training images held out for validation by seeds.split; 0 selects the epoch on the "
+                              "test set, as the notebook did (the record says so; searches refuse it)")
+    mean: float = key(MISSING, "the training images' mean pixel value, for normalisation")
+    std: float = key(MISSING, "the training images' pixel standard deviation, for normalisation")
+    augment: AugmentConf = key(help="", factory=AugmentConf)
 
 
 @dataclass
 class MLPConf:
     _target_: str = "neuralforge.models.MLP"
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    activation: str = "relu"
-    dropout: float = 0.0
+    hidden: list[int] = key(help="widths of the hidden layers; [] is a linear model", factory=lambda: [128, 64])
+    activation: str = key("relu", "relu, gelu, silu or tanh")
+    dropout: float = key(0.0, "dropout after each hidden layer, in [0, 1), masks seeded by seeds.dropout")
 
 
 @dataclass
 class CNNConf:
     _target_: str = "neuralforge.models.CNN"
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    kernel: int = 3
-    pool: str = "max"
-    hidden: int = 128
-    activation: str = "relu"
-    dropout: float = 0.0
+    channels: list[int] = key(help="output channels of each conv block (at most 4)", factory=lambda: [32, 64])
+    kernel: int = key(3, "convolution kernel size, odd")
+    pool: str = key("max", "how a block halves the image: max or avg pooling, or a stride of 2")
+    hidden: int = key(128, "width of the hidden layer after the conv blocks; 0 for none")
+    activation: str = key("relu", "relu, gelu, silu or tanh")
+    dropout: float = key(0.0, "dropout in the head, in [0, 1), masks seeded by seeds.dropout")
 
 
 @dataclass
 class AdamConf:
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    fused: bool = True
+    lr: float = key(1e-3, "learning rate")
+    betas: list[float] = key(help="Adam's two decay rates, each in [0, 1)", factory=lambda: [0.9, 0.999])
+    weight_decay: float = key(0.0, "L2 penalty (AdamW: decoupled weight decay)")
+    fused: bool = key(True, "torch's fused kernel: one element-wise pass over all members' tensors")
 
 
 @dataclass
 class AdamWConf(AdamConf):
     _target_: str = "torch.optim.AdamW"
-    weight_decay: float = 0.01
+    weight_decay: float = key(0.01, "decoupled weight decay")
 
 
 @dataclass
 class SGDConf:
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    fused: bool = True
+    lr: float = key(0.05, "learning rate")
+    momentum: float = key(0.9, "momentum")
+    nesterov: bool = key(True, "Nesterov momentum")
+    weight_decay: float = key(0.0, "L2 penalty")
+    fused: bool = key(True, "torch's fused kernel")
 
 
 @dataclass
@@ -106,38 +115,40 @@ class ConstantConf:
 class CosineConf:
     _target_: str = "neuralforge.schedules.cosine"
     _partial_: bool = True
-    warmup: float = 0.0
-    final_lr_ratio: float = 0.0
+    warmup: float = key(0.0, "linear warm-up, as a fraction of all steps, in [0, 1)")
+    final_lr_ratio: float = key(0.0, "the last step's learning rate as a fraction of optimizer.lr, in [0, 1]")
 
 
 @dataclass
 class OneCycleConf:
     _target_: str = "neuralforge.schedules.one_cycle"
     _partial_: bool = True
-    max_lr: float = "${optimizer.lr}"  # type: ignore[assignment]
-    pct_start: float = 0.25
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
+    max_lr: float = key("${optimizer.lr}", "the peak learning rate")  # type: ignore[assignment]
+    pct_start: float = key(0.25, "fraction of the steps spent rising to max_lr")
+    div_factor: float = key(25.0, "the first learning rate is max_lr / div_factor")
+    final_div_factor: float = key(1e4, "the last learning rate is the first / final_div_factor")
 
 
 @dataclass
 class TrainerConf:
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 1000
-    patience: Optional[int] = None
-    label_smoothing: float = 0.0
-    keep_last: bool = True
-    init_from: Optional[str] = None
+    epochs: int = key(10, "epochs to train")
+    batch_size: int = key(64, "training batch size, per member")
+    eval_batch_size: int = key(1000, "batch size of evaluation (speed only)")
+    patience: Optional[int] = key(None, "stop a member after this many epochs without a better validation accuracy; "
+                                        "null: never")
+    label_smoothing: float = key(0.0, "label smoothing of the training loss, in [0, 1)")
+    keep_last: bool = key(True, "keep last.pt once the run completes (false saves disk, and a complete run can "
+                                "then not be extended)")
+    init_from: Optional[str] = key(None, "start from the weights in this best.pt (the notebook's rounds)")
 
 
 @dataclass
 class SeedsConf:
-    init: int = "${seed}"  # type: ignore[assignment]
-    order: int = "${seed}"  # type: ignore[assignment]
-    split: int = "${seed}"  # type: ignore[assignment]
-    augment: int = "${seed}"  # type: ignore[assignment]
-    dropout: int = "${seed}"  # type: ignore[assignment]
+    init: int = key("${seed}", "initial weights")  # type: ignore[assignment]
+    order: int = key("${seed}", "the order of training examples, each epoch")  # type: ignore[assignment]
+    split: int = key("${seed}", "which training images are held out for validation")  # type: ignore[assignment]
+    augment: int = key("${seed}", "the random shifts")  # type: ignore[assignment]
+    dropout: int = key("${seed}", "the dropout masks")  # type: ignore[assignment]
 
 
 @dataclass
@@ -147,27 +158,30 @@ class Config:
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
-    seed: int = 0
+    seed: int = key(0, "the master seed: every seeds.* source follows it unless set")
     seeds: SeedsConf = field(default_factory=SeedsConf)
-    n_seeds: int = 1
-    seeds_per_trial: Optional[int] = None
-    trial: Optional[int] = None  # set by the Optuna sweeper: the trial this run is
-    device: str = "auto"
-    threads: Optional[int] = None
-    matmul_precision: str = "highest"
+    n_seeds: int = key(1, "train seeds seed..seed+n_seeds-1 together in one process, each with its own folder")
+    seeds_per_trial: Optional[int] = key(None, "seeds each Optuna trial averages (set by the search presets, with "
+                                               "n_seeds: ${seeds_per_trial})")
+    trial: Optional[int] = key(None, "the Optuna trial this run is (set by the sweeper)")
+    device: str = key("auto", "auto, cpu, cuda, cuda:N or mps")
+    threads: Optional[int] = key(None, "torch threads; null: all cores, shared among jobs that run at once")
+    matmul_precision: str = key("highest", "torch.set_float32_matmul_precision: highest (float32), high, or medium "
+                                           "(lets CPUs with AMX round products' factors to bfloat16)")
 
 
+SCHEMA_GROUP = "schema"  # YAML options extend their schema with `- /schema/<group>/<name>@_here_`
 SCHEMAS = [  # (config group, name in the ConfigStore, schema)
-    ("data", "schema", DataConf),
-    ("model", "schema_mlp", MLPConf),
-    ("model", "schema_cnn", CNNConf),
-    ("optimizer", "schema_adam", AdamConf),
-    ("optimizer", "schema_adamw", AdamWConf),
-    ("optimizer", "schema_sgd", SGDConf),
-    ("scheduler", "schema_constant", ConstantConf),
-    ("scheduler", "schema_cosine", CosineConf),
-    ("scheduler", "schema_one_cycle", OneCycleConf),
-    ("trainer", "schema", TrainerConf),
+    ("data", "dataset", DataConf),
+    ("model", "mlp", MLPConf),
+    ("model", "cnn", CNNConf),
+    ("optimizer", "adam", AdamConf),
+    ("optimizer", "adamw", AdamWConf),
+    ("optimizer", "sgd", SGDConf),
+    ("scheduler", "constant", ConstantConf),
+    ("scheduler", "cosine", CosineConf),
+    ("scheduler", "one_cycle", OneCycleConf),
+    ("trainer", "trainer", TrainerConf),
 ]
 
 
@@ -175,7 +189,8 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     for group, name, node in SCHEMAS:
-        cs.store(group=group, name=name, node=node)
+        # a group of its own, not the option's group: a schema is never offered as an option
+        cs.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=node)
 
 
 register()
