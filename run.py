@@ -1,7 +1,10 @@
 """The one entry point: `python run.py [overrides]`, or `python run.py -m [sweep overrides]`."""
 
 import logging
+import os
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -38,13 +41,35 @@ def main(cfg: DictConfig) -> float:
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
-    return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel)
+    try:
+        return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel)
+    except NeuralForgeError:
+        # a sweep's job keeps its folder: its log says why it was refused, and the sweep counts it
+        if hc.mode == RunMode.RUN:
+            _discard_hydra_only(Path(hc.runtime.output_dir), {".hydra", f"{hc.job.name}.log"})
+        raise
+
+
+def _discard_hydra_only(folder: Path, hydra_files: set[str]) -> None:
+    """Remove a refused run's folder when it holds nothing but what Hydra wrote as it started,
+    and the date folder above it once that is empty."""
+    logging.shutdown()  # closes run.log
+    if not folder.is_dir() or not set(os.listdir(folder)) <= hydra_files:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in list(folder.parents)[:2]:  # outputs/<date>/, then outputs/
+        try:
+            parent.rmdir()
+        except OSError:  # not empty, or not ours to remove
+            break
 
 
 if __name__ == "__main__":
     sys.excepthook = _one_line_errors
     try:
         main()
+    except BrokenPipeError:  # | head stopped reading the help or a config: nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except KeyboardInterrupt:
         # every finished epoch is in last.pt: the run is resumable, not failed
         print(f"interrupted: {sweeps.relaunch[0] if sweeps.relaunch else 'no run had started'}", file=sys.stderr)

@@ -119,7 +119,7 @@ class Run:
         if ckpt is not None:
             self.resume(ckpt, existing)
         else:
-            log.info("No checkpoint found, starting from scratch")
+            log.info("Training %s for %d epochs in %s", self.seeds_text(), self.spec["trainer"]["epochs"], self.dir)
         try:
             self.loop()
         except NeuralForgeError:
@@ -184,7 +184,12 @@ class Run:
         # with its provenance); only a record the checkpoint has overtaken is written again
         self.final = {k for k, (m, rec) in enumerate(zip(self.members, existing))
                       if m.status != RUNNING and rec is not None and rec["status"] == m.status}
-        log.info("Resuming from epoch %d", self.epoch + 1)
+        log.info("Resuming from epoch %d of %d: %s in %s", self.epoch + 1, self.spec["trainer"]["epochs"],
+                 self.seeds_text(), self.dir)
+
+    def seeds_text(self) -> str:
+        first = self.spec["seed"]
+        return f"seed {first}" if self.K == 1 else f"seeds {first}..{first + self.K - 1} together"
 
     # ----------------------------------------------------------------- build
     def setup(self) -> None:
@@ -397,6 +402,25 @@ class Run:
             log.info("epoch %d/%d | %d members | val acc mean %.2f%% [%.2f, %.2f] | test acc mean %.2f%% | %.1f s",
                      self.epoch, epochs, len(h), val.mean(), val.min(), val.max(), test.mean(), seconds)
 
+    def announce_result(self) -> None:
+        """One line: what was chosen, at what accuracy, how long it took and where it is."""
+        done = [m for m in self.members if m.status == COMPLETE and m.best_epoch is not None]
+        if not done:
+            return
+        rows = [next(r for r in m.history if r["epoch"] == m.best_epoch) for m in done]
+        wall = self.elapsed_before + time.time() - self.t0
+        chosen = "validation" if self.selection == "val_acc" else "test (data.val_size=0)"
+        if self.K == 1:
+            r = rows[0]
+            val = "" if self.selection != "val_acc" else f"val acc {100 * r['val_acc']:.2f}%, "
+            log.info("Done: epoch %d of %d chosen on %s: %stest acc %.2f%% | %.1f s | results in %s",
+                     r["epoch"], len(done[0].history), chosen, val, 100 * r["test_acc"], wall, self.dir)
+            return
+        test = 100 * np.array([r["test_acc"] for r in rows])
+        log.info("Done: %d of %d seeds complete, epochs chosen on %s: test acc mean %.2f%% [min %.2f, max %.2f] | "
+                 "%.1f s | results in %s/seed=*", len(done), self.K, chosen, test.mean(), test.min(), test.max(),
+                 wall, self.dir)
+
     def finish(self) -> float:
         # a no-op after the loop's own last write; it completes the records of a run killed
         # between its final last.pt and them, whose relaunch restores with nothing left to train
@@ -405,6 +429,7 @@ class Run:
         # training the whole group from scratch to diverge once more
         if not self.spec["trainer"]["keep_last"] and all(m.status == COMPLETE for m in self.members):
             (self.dir / LAST).unlink(missing_ok=True)
+        self.announce_result()
         failed = [(f, m.error) for f, m in zip(self.folders, self.members) if m.status == FAILED]
         if failed and self.K == 1:
             raise DivergedError(failed[0][1])

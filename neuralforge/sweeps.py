@@ -76,8 +76,9 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
 
 
 def summary_line(states: dict[str, list[Path]]) -> str:
+    """'N runs: k complete, ...': a group's members count one run each."""
     counts = Counter({s: len(v) for s, v in states.items()})
-    return ", ".join(f"{counts[s]} {s}" for s in STATES)
+    return f"{sum(counts.values())} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
 
 
 class SweepCallback(Callback):
@@ -103,6 +104,8 @@ class SweepCallback(Callback):
         for state in unfinished:
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)
+        if states["complete"]:
+            log.info("Next: python -m analysis summary %s", sweep_dir)
         if not _is_grid(config):
             return
         # the exit status answers for this command's jobs: a job an earlier launch got wrong,
