@@ -6,6 +6,7 @@ Tables print as markdown (accuracies in %, rounded); --csv writes the full-preci
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,16 @@ from neuralforge.records import atomic_write  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        return _run(args)
+    except BrokenPipeError:
+        # the reader stopped (| head): not an error of ours; stdout goes nowhere from here on,
+        # so that Python's own flush at exit does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         if getattr(args, "csv", None) and Path(args.csv).is_dir():  # before any table is printed
             raise AnalysisError(f"--csv {args.csv} is a folder: give a file, e.g. {Path(args.csv) / 'table.csv'}")
         df = collect(args.folders)
@@ -37,18 +48,28 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise
     except OSError as err:  # --csv or -o where nothing can be written
         print(f"error: {err.strerror}: {err.filename}" if err.strerror else f"error: {err}", file=sys.stderr)
         return 1
 
 
+EXAMPLES = """examples:
+  python -m analysis summary multirun/widths
+  python -m analysis compare multirun/widths --by model.hidden
+  python -m analysis report  multirun/widths -o report/widths
+
+Every command takes one or more folders and searches them for runs (results.json).
+python -m analysis COMMAND --help lists a command's options; docs/analysis.md explains each column."""
 GROUP_BY = "config key(s) that define a config (default: every swept key but the seeds)"
 COMPARE_BY = "compare the values of this key, the other swept keys held equal (default: every pair of configs)"
 METRIC = "a metric of results.json (default test_acc: test accuracy at the best-validation epoch)"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis", description="Statistics of a sweep's runs.")
+    p = argparse.ArgumentParser(prog="python -m analysis", description="Statistics of a sweep's runs.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, run, text, by, metric, csv in [
         ("summary", _summary, "per config: n, mean, std, CIs, min, max; noise floor of test accuracy", "+", 1, 1),
@@ -71,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--seed", type=_seed, default=0, help="seed of the bootstraps (default 0)")
         if csv:
             c.add_argument("--csv", metavar="FILE", help="also write the table, at full precision, to FILE")
+        if name == "compare":
+            c.add_argument("--all", action="store_true", help="show every column (p-values, effect sizes, power, "
+                                                              "paired test); --csv always writes them all")
         if name == "report":
             c.add_argument("-o", "--out", default="report", help="output folder (default: report)")
             c.add_argument("--study", help="the Optuna study to plot, when the storage holds several")
@@ -91,8 +115,11 @@ def _summary(df: pd.DataFrame, args) -> int:
 
 
 def _compare(df: pd.DataFrame, args) -> int:
+    pairs = tables.compare(df, by=args.by, metric=args.metric, seed=args.seed)
     _show(f"{args.metric}: a vs b" + (f" along {args.by}" if args.by else ""),
-          tables.compare(df, by=args.by, metric=args.metric, seed=args.seed), args.csv)
+          pairs if args.all else tables.compact(pairs), csv_table=pairs, csv=args.csv)
+    if not args.all:
+        print("\n(--all shows p-values, effect sizes and the runs needed for 80% power)")
     return 0
 
 
@@ -138,11 +165,12 @@ def _report(df: pd.DataFrame, args) -> int:
     return 0
 
 
-def _show(title: str, table: pd.DataFrame, csv: str | None = None) -> None:
+def _show(title: str, table: pd.DataFrame, csv: str | None = None, csv_table: pd.DataFrame | None = None) -> None:
     print(f"\n## {title}\n")
     print(markdown(table))
     if csv:  # whole or not at all
-        atomic_write(Path(csv), lambda f: table.to_csv(f, index=False))
+        full = table if csv_table is None else csv_table
+        atomic_write(Path(csv), lambda f: full.to_csv(f, index=False))
 
 
 def _warn(df: pd.DataFrame, folders: list[str]) -> None:

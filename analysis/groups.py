@@ -71,6 +71,9 @@ def groups(df: pd.DataFrame, by: str | list[str] | None = None) -> list[Group]:
     if not keys:
         return [Group({"group": ALL}, runs)]
     parts = [Group(dict(zip(keys, values)), part) for values, part in runs.groupby(keys, dropna=False, sort=True)]
+    if "trial" in runs.columns and runs["trial"].notna().all():
+        # a search's configs are its trials: listed in the order they were asked for
+        parts.sort(key=lambda g: g.runs["trial"].min())
     if by is None and len(keys) > MAX_LABEL_KEYS:
         _name_by_folder(parts, roots)
     return parts

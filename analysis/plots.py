@@ -70,11 +70,15 @@ def distribution(groups: list[Group], metric: str, path: Path, seed: int = 0) ->
         d = stats.describe(v, seed)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), s * v, s=18, alpha=0.6, color=colour,
                    label=None if labelled else "runs")
-        low, high = (d["ci_low"], d["ci_high"]) if np.isfinite(d["ci_low"]) else (d["mean"], d["mean"])
+        # a percentile bootstrap of a handful of runs is their min-max range: Student's t there
+        kind = "t" if len(v) < stats.SMALL_N else "ci"
+        low, high = (d[f"{kind}_low"], d[f"{kind}_high"]) if np.isfinite(d[f"{kind}_low"]) else (d["mean"], d["mean"])
         ax.errorbar(i + 0.3, s * d["mean"], yerr=[[s * (d["mean"] - low)], [s * (high - d["mean"])]], fmt="D",
-                    color="black", capsize=4, markersize=5, label=None if labelled else "mean, 95% bootstrap CI")
+                    color="black", capsize=4, markersize=5,
+                    label=None if labelled else f"mean, 95% CI (bootstrap; Student's t under n = {stats.SMALL_N})")
         labelled = True
-    ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=30 if len(groups) > 2 else 0,
+    names = [f"{g.label}\nn = {len(g.runs[metric].dropna())}" for g in groups]
+    ax.set_xticks(range(len(groups)), names, rotation=30 if len(groups) > 2 else 0,
                   ha="right" if len(groups) > 2 else "center", fontsize=8)
     ax.set_xlabel("config")
     ax.set_ylabel(metric_label(metric))
@@ -100,6 +104,7 @@ def learning_curves(groups: list[Group], path: Path, metric: str = "test_acc") -
                 continue
             ax.plot(mean.index, mean, color=colour, label=g.label)
             ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    axes[1].tick_params(labelleft=True)  # sharey hides them, and the panels are read apart
     for ax, col in zip(axes, ("val_acc", "test_acc")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

@@ -10,31 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, study as optuna_study, tables
+from analysis import glossary, plots, stats, study as optuna_study, tables
 from analysis.collect import collect, complete, describe_problems, problems
 from analysis.errors import AnalysisError
 from analysis.groups import group_keys, groups, show
 from analysis.markdown import markdown
 from analysis.variance import variance
 
-EXPLAIN = {
-    "summary": "One row per config (runs that differ only in seeds). std_se: bootstrap standard error of std; "
-               "ci_*: 95% percentile-bootstrap CI of the mean (seeded); t_*: 95% Student-t CI of the mean.",
-    "noise_floor": "floor_std: the std test-set sampling alone would give if each test example were an independent "
-                   "coin (Jordan 2023); remainder_std = sqrt(std² − floor²): spread between the functions the runs "
-                   "learnt; binomial_std: the naive sqrt(p(1−p)/n_test).",
-    "optimism": "optimism: max test accuracy over epochs minus test accuracy at the epoch validation chose: what "
-                "picking the epoch on test would have added.",
-    "compare": "diff = mean_a − mean_b with 95% bootstrap CI; welch_p, mwu_p: Welch t and Mann-Whitney U tests; "
-               "p_a_gt_b = P(a > b) = U/(n_a n_b) with bootstrap CI; verdict (Bouthillier et al. 2021): better only "
-               "if P > 0.75 and its CI's lower bound > 0.5, none (too few runs) at counts where an exact Mann-Whitney "
-               "test cannot reach p < 0.05; n_for_power: runs per config to detect this diff with 80% "
-               "power; paired_p: paired t-test on the n_pairs seeds both ran; *_holm: Holm-adjusted over the table.",
+NOTES = {  # what a table's columns do not say themselves; the columns are in analysis/glossary.py
+    "compare": "compare.csv holds every column: p-values (Welch, Mann-Whitney, paired; Holm-adjusted), effect "
+               "sizes and the runs needed for 80% power.",
     "variance": "Variance components of a random-effects model over the crossed seed sources (ANOVA expected mean "
-                "squares); share: fraction of the total.",
-    "stability": "churn: mean pairwise share of test examples two runs label differently; kappa: mean pairwise "
-                 "Cohen's kappa of per-example correctness; some_wrong / all_wrong: share of test examples that some "
-                 "/ every run gets wrong; ensemble_acc: majority-vote accuracy.",
+                "squares).",
 }
 
 
@@ -102,7 +89,7 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
 
     summary = tables.summarize(df, metric, seed=seed)
     csv("summary.csv", summary, f"{metric} per config")
-    sections = [f"## {metric_name.capitalize()} per config", markdown(summary), EXPLAIN["summary"]]
+    sections = [f"## {metric_name.capitalize()} per config", markdown(summary), glossary.explain(summary.columns)]
     try:
         floor = tables.noise_floor(df)
     except AnalysisError as err:
@@ -110,10 +97,10 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
         sections += ["## Noise floor", f"Not computed: {err}"]
     if floor is not None and len(floor):
         csv("noise_floor.csv", floor, "observed std of test accuracy beside the test-set noise floor")
-        sections += ["## Noise floor of test accuracy", markdown(floor), EXPLAIN["noise_floor"]]
+        sections += ["## Noise floor of test accuracy", markdown(floor), glossary.explain(floor.columns)]
     gap = tables.optimism(df)
     csv("optimism.csv", gap, "selection optimism per config")
-    sections += ["## Selection optimism", markdown(gap), EXPLAIN["optimism"]]
+    sections += ["## Selection optimism", markdown(gap), glossary.explain(gap.columns)]
     emax = tables.expected_max(df, metric)
     csv("expected_max.csv", emax, f"expected best {metric} of n runs, per config and n")
     md("summary.md", f"Summary: {metric_name}", sections, "per-config statistics, noise floor, selection optimism")
@@ -121,18 +108,21 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     try:
         pairs = tables.compare(df, by=by, metric=metric, seed=seed)
     except AnalysisError as err:
+        pairs = None
         md("compare.md", "Comparisons", [f"No comparison: {err}."], "pairwise comparisons of configs")
     else:
-        csv("compare.csv", pairs, "pairwise comparisons of configs")
+        csv("compare.csv", pairs, "pairwise comparisons of configs, every column")
         along = f" along {by}" if by else ""
-        md("compare.md", f"Comparisons of {metric_name}{along}", [markdown(pairs), EXPLAIN["compare"]],
-           "pairwise comparisons of configs")
+        shown = tables.compact(pairs)
+        md("compare.md", f"Comparisons of {metric_name}{along}",
+           [markdown(shown), glossary.explain(shown.columns), NOTES["compare"]], "pairwise comparisons of configs")
 
     parts = variance(df, metric)
     if len(parts):
         csv("variance.csv", parts, "variance components by seed source")
         md("variance.md", f"Variance of {metric_name} by source of randomness",
-           [markdown(parts), EXPLAIN["variance"], *(f"- {n}" for n in parts.attrs["notes"])],
+           [markdown(parts), NOTES["variance"], glossary.explain(parts.columns),
+            *(f"- {n}" for n in parts.attrs["notes"])],
            "variance components by seed source")
 
     try:
@@ -144,7 +134,7 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
         if len(agree):
             csv("stability.csv", agree, "agreement between runs of a config")
         md("stability.md", "Stability of predictions",
-           [markdown(agree), EXPLAIN["stability"]] if len(agree) else ["No run left predictions.npy."],
+           [markdown(agree), glossary.explain(agree.columns)] if len(agree) else ["No run left predictions.npy."],
            "agreement between runs of a config")
         if matrices:
             figure("churn.png", lambda p: plots.churn(matrices, p), "pairwise disagreement heat map per config")
@@ -165,14 +155,50 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
         if (out / "optuna_importances.png").exists():
             written.append({"file": "optuna_importances.png", "what": "hyperparameter importances (PED-ANOVA)"})
 
-    _index(out, df, written, notes)
+    _index(out, df, written, notes, _headline(summary, floor, pairs, metric))
     return written
 
 
-def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str]) -> None:
+def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataFrame | None,
+              metric: str) -> list[str]:
+    """The numbers a reader wants first: each config's mean and spread, the best, and the
+    comparisons' verdicts."""
+    unit, points, scale = ("%", " points", 100.0) if metric.endswith("_acc") else ("", "", 1.0)
+    name = plots.METRIC_NAMES.get(metric, metric)
+    keys = [c for c in summary.columns if c not in ("n", *stats.describe([0.0]), "small_n")]
+
+    def label(row) -> str:
+        return ", ".join(str(row[k]) if k == "config" else f"{k}={show(row[k])}" for k in keys) or "all runs"
+
+    best = summary["mean"].idxmax() if stats.higher_is_better(metric) else summary["mean"].idxmin()
+    lines = [f"## Headline: {name}", ""]
+    for i, row in summary.iterrows():
+        ci = (f"95% CI {scale * row['t_low']:.2f} to {scale * row['t_high']:.2f}{unit}" if row["n"] > 1
+              else "one run: no CI")
+        flag = " (small n)" if row["small_n"] else ""
+        lines.append(f"- {'**best** ' if i == best and len(summary) > 1 else ''}{label(row)}: "
+                     f"{scale * row['mean']:.2f}{unit} ± {scale * row['std']:.2f} (std), n = {row['n']}{flag}; {ci}")
+    if floor is not None and len(floor):
+        for _, row in floor.iterrows():
+            if row["std"] > 0 and row["floor_std"] == row["floor_std"]:
+                share = (row["floor_std"] / row["std"]) ** 2
+                lines.append(f"- test-set sampling noise explains {100 * min(share, 1):.0f}% of the variance of "
+                             f"test accuracy" + (f" in {label(row)}" if len(floor) > 1 else ""))
+    if pairs is not None:
+        for _, row in pairs.head(5).iterrows():
+            lines.append(f"- {row['a']} vs {row['b']}: {scale * row['diff']:+.2f}{points} "
+                         f"(95% CI {scale * row['diff_low']:+.2f} to {scale * row['diff_high']:+.2f}), "
+                         f"P(a > b) = {row['p_a_gt_b']:.2f}: {row['verdict']}")
+        if len(pairs) > 5:
+            lines.append(f"- {len(pairs) - 5} more pairs in compare.md")
+    return lines + [""]
+
+
+def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str],
+           headline: list[str]) -> None:
     n_complete = int((df["status"] == "complete").sum())
     left_out = describe_problems(df)
-    lines = [f"# Analysis of {', '.join(df.attrs.get('roots', [])) or 'runs'}", "",
+    lines = [f"# Analysis of {', '.join(df.attrs.get('roots', [])) or 'runs'}", "", *headline,
              f"{n_complete} complete runs" + (f"; left out of every statistic: {left_out} (problems.csv)"
                                              if left_out else "") + "."]
     constants = df.attrs.get("constants", {})

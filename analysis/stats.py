@@ -14,6 +14,10 @@ from scipy import special, stats
 from statsmodels.stats.inter_rater import cohens_kappa
 
 CONFIDENCE = 0.95
+# Under this many runs a percentile-bootstrap CI of the mean is too narrow, by about
+# sqrt((n - 1) / n) and worse in the tails (Hesterberg 2015, "What Teachers Should Know About the
+# Bootstrap", The American Statistician 69(4)): with 3 runs it is the min-max range.
+SMALL_N = 10
 N_BOOT = 9999
 GAMMA = 0.75  # Bouthillier et al. 2021: P(A > B) above this is a difference worth acting on
 POWER = 0.8

@@ -14,6 +14,11 @@ from analysis.errors import AnalysisError
 from analysis.plots import DPI
 
 
+# PED-ANOVA compares the top trials' parameter density with all trials': with fewer complete
+# trials than this its shares are mostly noise
+FEW_TRIALS = 20
+
+
 def find_storages(folder: str | Path) -> list[tuple[str, object]]:
     """(file, storage) for each Optuna storage directly in `folder`."""
     import optuna
@@ -60,7 +65,7 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
     import matplotlib.pyplot as plt
     import optuna
     from optuna.importance import PedAnovaImportanceEvaluator
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
     from optuna.visualization import matplotlib as vis
 
     notes = []
@@ -69,6 +74,7 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
         # Given a target, Optuna drops the best-so-far line: the axis is relabelled instead.
         ax = vis.plot_optimization_history(study, target_name="objective")
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial")
         # The harness's objective: validation accuracy, averaged over a trial's seeds
         ax.set_ylabel("objective: validation accuracy (%)")
@@ -82,6 +88,12 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
             notes.append(f"parameter importances not drawn: {err}")
         else:
             ax.set_xlabel("importance (PED-ANOVA, share of total)")
+            done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            if done < FEW_TRIALS:
+                ax.set_title(f"Hyperparameter importances from only {done} complete trials: a rough guide",
+                             fontsize=10)
+                notes.append(f"parameter importances come from only {done} complete trials (under {FEW_TRIALS}): "
+                             f"a rough guide")
             ax.set_ylabel("hyperparameter")
             ax.figure.savefig(importance_path, dpi=DPI, bbox_inches="tight")
             plt.close(ax.figure)

@@ -25,7 +25,8 @@ def summarize(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | 
     """Per config: n, mean, std (with its bootstrap standard error), SEM, median, min, max,
     range, and the 95% CI of the mean by seeded bootstrap (ci_*) and by Student's t (t_*)."""
     check_metric(df, metric)
-    rows = [{**g.columns, **stats.describe(values, seed)} for g, values in _values(df, metric, by)]
+    rows = [{**g.columns, **stats.describe(values, seed), "small_n": "yes" if len(values) < stats.SMALL_N else ""}
+            for g, values in _values(df, metric, by)]
     out = pd.DataFrame(rows)
     return _units(out, metric, ["mean", "std", "std_se", "sem", "median", "min", "max", "range",
                                 "ci_low", "ci_high", "t_low", "t_high"])
@@ -52,6 +53,19 @@ def expected_max(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str]
                             "expected_best": stats.expected_best(values, best)})
               for g, values in _values(df, metric, by)]
     return _units(pd.concat(frames, ignore_index=True), metric, ["expected_best"])
+
+
+# what `compare` shows by default: the difference and P(a > b), each with its CI, the verdict and
+# the counts; the other columns are behind --all, and always in --csv
+COMPARE_COMPACT = ("a", "b", "n_a", "n_b", "diff", "diff_low", "diff_high", "p_a_gt_b", "p_low", "p_high", "verdict")
+
+
+def compact(pairs: pd.DataFrame) -> pd.DataFrame:
+    """A compare table narrowed to COMPARE_COMPACT, after the keys held equal in each row."""
+    held = [c for c in pairs.columns[:list(pairs.columns).index("a")]]
+    out = pairs[[*held, *COMPARE_COMPACT]]
+    out.attrs = {**pairs.attrs, "percent": [c for c in pairs.attrs.get("percent", []) if c in out.columns]}
+    return out
 
 
 def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", seed: int = 0) -> pd.DataFrame:
