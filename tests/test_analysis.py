@@ -692,3 +692,40 @@ def test_report_cli_on_no_complete_runs(tmp_path, capsys):
     write_record(tmp_path / "runs" / "a", status="running", heartbeat=0)
     assert main(["report", str(tmp_path / "runs"), "-o", str(tmp_path / "out")]) == 1
     assert "1 stale" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_compare_shows_the_compact_columns_unless_asked_for_all_and_its_csv_holds_every_column(widths, tmp_path,
+                                                                                               capsys):
+    assert main(["compare", str(widths), "--csv", str(tmp_path / "c.csv")]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| a"))
+    assert "verdict" in header and "p_a_gt_b" in header and "welch_p" not in header and "hedges_g" not in header
+    assert {"welch_p", "hedges_g", "n_for_power"} <= set(pd.read_csv(tmp_path / "c.csv").columns)
+    assert main(["compare", str(widths), "--all"]) == 0
+    assert "hedges_g" in capsys.readouterr().out
+
+
+def test_a_summary_piped_into_head_ends_without_an_error(widths):
+    proc = subprocess.Popen([sys.executable, "-m", "analysis", "summary", str(widths)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # what head does after its lines
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Broken pipe" not in err and b"Traceback" not in err
+
+
+def test_a_summary_flags_a_small_n_and_a_report_opens_with_the_headline(widths, tmp_path):
+    table = summarize(collect(widths))
+    assert (table["small_n"] == "yes").all()  # 4 seeds a width
+    report(widths, tmp_path / "r")
+    index = (tmp_path / "r" / "report.md").read_text().splitlines()
+    assert index[2].startswith("## Headline") and "model.hidden=" in index[4] and "n = 4 (small n)" in index[4]
+    assert any("better" in line or "inconclusive" in line or "too few" in line for line in index[4:12])
+
+
+def test_a_searchs_configs_are_listed_in_trial_order(tmp_path):
+    for trial, lr in enumerate([3e-3, 1e-3, 2e-3]):
+        folder = write_record(tmp_path / f"trial_{trial:04d}", lr=lr)
+        rec = json.loads((folder / "results.json").read_text())
+        rec["config"]["trial"] = trial
+        (folder / "results.json").write_text(json.dumps(rec))
+    assert list(summarize(collect(tmp_path))["optimizer.lr"]) == [3e-3, 1e-3, 2e-3]

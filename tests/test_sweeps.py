@@ -70,7 +70,8 @@ def test_seed_sweep_gives_one_complete_record_per_seed(idx_root, tmp_path):
     assert len(recs) == 3 and all(r["status"] == "complete" for r in recs.values())
     assert {folder_of(tmp_path, f"seed={s}"): s for s in range(3)} == {f: r["seed"] for f, r in recs.items()}
     assert len({r["metrics"]["val_acc"] for r in recs.values()}) > 1
-    assert "3 complete, 0 failed, 0 stale, 0 running, 0 missing" in out.stdout + out.stderr
+    assert "3 runs: 3 complete, 0 failed, 0 stale, 0 running, 0 missing" in out.stdout + out.stderr
+    assert f"Next: python -m analysis summary {tmp_path}" in out.stdout + out.stderr
 
 
 def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
@@ -401,3 +402,16 @@ def test_a_search_refuses_bad_input_in_one_line(idx_root, tmp_path, override, me
     out = run(idx_root, "-m", "hparams_search=mlp_optuna", override, f"hydra.sweep.dir={tmp_path}", check=False)
     assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
     assert not list(tmp_path.glob("trial_*"))  # refused before any trial was launched
+
+
+def test_a_run_refused_before_training_leaves_no_folder_but_a_folder_with_runs_stays(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
+    refused = [sys.executable, str(ROOT / "run.py"), f"data.root={tmp_path / 'none'}", "data.download=false"]
+    out = subprocess.run(refused, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "error: mnist files not found" in out.stderr
+    assert not (tmp_path / "outputs").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    out = subprocess.run([*refused, f"hydra.run.dir={kept}"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert out.returncode == 1 and (kept / "notes.txt").exists()
