@@ -24,21 +24,15 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisError, NoCompleteRuns
+from neuralforge.keys import ADDED_LATER, NOT_A_CONFIG, is_seed_key
 from neuralforge.liveness import run_state, without_record  # the sweep summary's rules too
-from neuralforge.records import COMPLETE, RESULTS
+from neuralforge.errors import RecordError
+from neuralforge.records import COMPLETE, MANIFEST, RESULTS, State, parse
 
-MANIFEST = "manifest.json"
-# Keys that change where or how fast a run computes, not what: they split neither a config nor a seed
-NON_SEMANTIC = frozenset({
-    "n_seeds", "seeds_per_trial", "threads", "device",
-    "data.root", "data.download", "trainer.keep_last", "trainer.eval_batch_size",
-    "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
-})
-MISSING = "missing"  # listed in the sweep's manifest, never started
 WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started
-    "failed": ": refused before training (its log in the folder says why)",
-    "stale": ": killed before its first record (its lock's process is gone)",
-    "running": ": in its first epoch (it holds the folder's lock)",
+    State.FAILED: ": refused before training (its .refused file says why)",
+    State.STALE: ": stopped before its first record (killed or interrupted); it resumes when launched again",
+    State.RUNNING: ": in its first epoch (it holds the folder's lock)",
 }
 REPEAT = "repeat"  # complete, but another complete run already has its config and seeds
 UNREADABLE = "unreadable"
@@ -46,11 +40,8 @@ UNREADABLE = "unreadable"
 # The record's spellings, in the record's order; metrics the trainer adds later follow them.
 METRICS = ("best_epoch", "epochs_run", "selection", "val_acc", "val_loss", "test_acc", "test_loss",
            "train_acc", "train_loss", "last_test_acc", "max_test_acc")
-RUN_COLUMNS = ("status", *METRICS, "wall_seconds", "seconds_per_epoch", "n_params", "error", "overrides", "folder")
-
-
-def is_seed_key(key: str) -> bool:
-    return key == "seed" or key.startswith("seeds.")
+RUN_COLUMNS = ("status", *METRICS, "wall_seconds", "seconds_per_epoch", "n_params", "modified_tree", "error",
+               "overrides", "folder")
 
 
 def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: float | None = None) -> pd.DataFrame:
@@ -115,7 +106,7 @@ def _mark_repeats(df: pd.DataFrame) -> None:
     """The same seeds of one config trained twice (a group and single runs, a relaunch with
     another thread count, two trials that drew the same values) are one sample, not two: the
     first run by folder counts, the others are listed as repeats."""
-    keys = [k for k in df.attrs["config_keys"] if k not in NON_SEMANTIC]
+    keys = [k for k in df.attrs["config_keys"] if k not in NOT_A_CONFIG]
     done = df[df["status"] == COMPLETE]
     if not keys or done.empty:
         return
@@ -166,21 +157,23 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
     folder = os.path.normpath(os.path.dirname(path))
     try:
         with open(path, "rb") as f:
-            rec = json.loads(f.read())
-    except (OSError, ValueError) as err:
+            rec = parse(f.read(), Path(path))
+    except OSError as err:
         return {"status": UNREADABLE, "error": f"{type(err).__name__}: {err}", "folder": folder}, {}
-    if not isinstance(rec, dict):
-        return {"status": UNREADABLE, "error": f"not a results record: {type(rec).__name__}", "folder": folder}, {}
+    except RecordError as err:
+        return {"status": UNREADABLE, "error": str(err), "folder": folder}, {}
     metrics = rec.get("metrics") or {}
     timing = rec.get("timing") or {}
     row = {"status": run_state(rec, now, host), **metrics,
            "wall_seconds": timing.get("wall_seconds"), "seconds_per_epoch": timing.get("seconds_per_epoch"),
            "n_params": rec.get("n_params"), "error": rec.get("error"),
+           # run from a tree with uncommitted changes: its record names the source.diff that rebuilds it
+           "modified_tree": bool((rec.get("provenance") or {}).get("git_dirty")),
            "overrides": " ".join(rec.get("overrides") or []), "folder": folder}
     config = dict(_flatten(rec.get("config") or {}))
     if config:
-        # records from before the key existed computed at the one precision there was then
-        config.setdefault("matmul_precision", "highest")
+        for key, old in ADDED_LATER.items():  # records from before the key existed computed at its old value
+            config.setdefault(key, old)
         files = (rec.get("provenance") or {}).get("dataset_sha256")
         if files:
             # data.root is not part of a config (the same files may move), the files are: one

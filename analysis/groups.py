@@ -13,11 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import NON_SEMANTIC, complete, is_seed_key
+from analysis.collect import complete
 from analysis.errors import AnalysisError
-
-# Top-level config keys that are not sections, for frames that lost attrs on the way
-_TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads", "matmul_precision")
+from neuralforge.keys import NOT_A_CONFIG, TOP_LEVEL, is_seed_key
 ALL = "all runs"
 MAX_LABEL_KEYS = 3  # past this many swept keys, a config is better named by its folder, if it has one
 
@@ -43,7 +41,7 @@ class Group:
 def config_keys(df: pd.DataFrame) -> list[str]:
     keys = df.attrs.get("config_keys")
     if keys is None:
-        keys = [c for c in df.columns if "." in c or c in _TOP_LEVEL]
+        keys = [c for c in df.columns if "." in c or c in TOP_LEVEL]  # a frame that lost its attrs
     return [k for k in keys if k in df.columns]
 
 
@@ -53,7 +51,7 @@ def seed_keys(df: pd.DataFrame) -> list[str]:
 
 def group_keys(df: pd.DataFrame, by: str | list[str] | None = None) -> list[str]:
     if by is None:
-        return [k for k in config_keys(df) if not is_seed_key(k) and k not in NON_SEMANTIC]
+        return [k for k in config_keys(df) if not is_seed_key(k) and k not in NOT_A_CONFIG]
     by = [by] if isinstance(by, str) else list(by)
     unknown = [k for k in by if k not in config_keys(df)]
     if unknown:

@@ -18,11 +18,9 @@ import pandas as pd
 from statsmodels.formula.api import ols
 from statsmodels.stats.anova import anova_lm
 
-from analysis.collect import is_seed_key
 from analysis.groups import ALL, groups, seed_keys
 from analysis.tables import check_metric
-
-SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
+from neuralforge.keys import SEED_SOURCES, is_seed_key
 
 
 def variance(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None) -> pd.DataFrame:

@@ -20,18 +20,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neuralforge.errors import ConfigError
+from neuralforge.keys import ADDED_LATER, NOT_FINGERPRINTED, SEED_KEYS, SEED_SOURCES
 
-SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 
-# Keys that say where things are or what to keep, not what is computed: a run moved to
-# another data folder, or told to delete last.pt, is still the same run.
-NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
-# Keys added after runs were already being written, at the value that computes what those runs
-# computed: hashed only when set otherwise, so the folders of earlier versions still resume.
-ADDED_LATER = {"matmul_precision": "highest"}
 
 
 def key(default: Any = MISSING, help: str = "", *, factory: Any = None) -> Any:
@@ -166,7 +160,7 @@ class Config:
     trial: Optional[int] = key(None, "the Optuna trial this run is (set by the sweeper)")
     device: str = key("auto", "auto, cpu, cuda, cuda:N or mps")
     threads: Optional[int] = key(None, "torch threads; null: all cores, shared among jobs that run at once")
-    matmul_precision: str = key("highest", "torch.set_float32_matmul_precision: highest (float32), high, or medium "
+    matmul_precision: str = key(ADDED_LATER["matmul_precision"], "torch.set_float32_matmul_precision: highest (float32), high, or medium "
                                            "(lets CPUs with AMX round products' factors to bfloat16)")
 
 
@@ -306,7 +300,7 @@ def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def differences(theirs: dict[str, Any], mine: dict[str, Any], shown: int = 4) -> str:
     """What differs between two resolved configs, as 'key: theirs there, mine here; ...'."""
     # a group's members hold shifted seeds: not shown, said only when nothing else differs
-    skip = {*NOT_FINGERPRINTED, "seed", *(f"seeds.{s}" for s in SEED_SOURCES)}
+    skip = {*NOT_FINGERPRINTED, *SEED_KEYS}
     a, b = {**ADDED_LATER, **flat(theirs or {})}, {**ADDED_LATER, **flat(mine)}
     keys = sorted(k for k in {*a, *b} if k not in skip and a.get(k) != b.get(k))
     more = f"; {len(keys) - shown} more" if len(keys) > shown else ""

@@ -20,7 +20,6 @@ What it changes in the stock OptunaSweeper (hydra-optuna-sweeper 1.4.0rc3):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -42,15 +41,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from neuralforge import records, sweeps
-from neuralforge.config import NOT_FINGERPRINTED, flat, validate
+from neuralforge.config import flat, validate
+from neuralforge.keys import RELAUNCH_MAY_CHANGE
 from neuralforge.errors import ConfigError, SearchError
 from neuralforge.liveness import STALE_AFTER_S, gone
 
 log = logging.getLogger(__name__)
 
 SAMPLER_WHITELIST = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
-# keys that say where or how fast, not what, a trial computes: a relaunch may change them
-UNSEARCHED = (*NOT_FINGERPRINTED, "threads", "device", "trial")
 ORPHAN_AFTER_S = 60.0  # a trial with no owner: its search died between asking and claiming it
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
 
@@ -177,7 +175,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         except Exception:  # an interpolation only a job can resolve: compare as written
             cfg = OmegaConf.to_container(task, resolve=False)
         assert isinstance(cfg, dict)
-        mine = {k: v for k, v in flat(cfg).items() if k not in space and k not in UNSEARCHED}
+        mine = {k: v for k, v in flat(cfg).items() if k not in space and k not in RELAUNCH_MAY_CHANGE}
         theirs = study.user_attrs.get("nf_config")
         if theirs is None:
             study.set_user_attr("nf_config", mine)
@@ -260,7 +258,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             return True  # its job did not fail
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, folder: Path) -> bool:
-        runs = sorted((json.loads(p.read_text()) for p in folder.rglob(records.RESULTS)), key=lambda r: r["seed"])
+        runs = sorted((records.read_results(p.parent) for p in folder.rglob(records.RESULTS)), key=lambda r: r["seed"])
         complete = [r for r in runs if r["status"] == records.COMPLETE]
         trial.set_user_attr("seeds", [r["seed"] for r in complete])
         for key in ("val_acc", "test_acc"):
