@@ -11,9 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from neuralforge import hardware, sweeps
+from neuralforge import hardware, records, sweeps
 from neuralforge.engine import train
-from neuralforge.errors import NeuralForgeError
+from neuralforge.errors import LockedError, NeuralForgeError
 
 log = logging.getLogger("neuralforge")
 
@@ -43,10 +43,14 @@ def main(cfg: DictConfig) -> float:
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
     try:
         return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel)
-    except NeuralForgeError:
-        # a sweep's job keeps its folder: its log says why it was refused, and the sweep counts it
+    except NeuralForgeError as err:
+        folder = Path(hc.runtime.output_dir)
         if hc.mode == RunMode.RUN:
-            _discard_hydra_only(Path(hc.runtime.output_dir), {".hydra", f"{hc.job.name}.log"})
+            _discard_hydra_only(folder, {".hydra", f"{hc.job.name}.log"})
+        elif not isinstance(err, LockedError) and not any(folder.rglob(records.RESULTS)):
+            # a sweep's job keeps its folder, with why it was refused: the sweep counts it as
+            # failed, not as a job that was stopped
+            records.atomic_write(folder / records.REFUSED, lambda f: f.write(f"{err}\n".encode()))
         raise
 
 

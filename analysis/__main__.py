@@ -22,7 +22,7 @@ from analysis.errors import AnalysisError  # noqa: E402
 from analysis.markdown import markdown  # noqa: E402
 from analysis.report import report  # noqa: E402
 from analysis.variance import variance  # noqa: E402
-from neuralforge.records import atomic_write  # noqa: E402
+from neuralforge.records import COMPLETE, atomic_write  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +178,11 @@ def _warn(df: pd.DataFrame, folders: list[str]) -> None:
     if left_out:
         print(f"note: left out of every statistic: {left_out} "
               f"(python -m analysis problems {' '.join(folders)})", file=sys.stderr)
-    chose_on_test = int(((df["status"] == "complete") & (df["selection"] == "test_acc")).sum())
+    modified = int(((df["status"] == COMPLETE) & (df["modified_tree"] == True)).sum())  # noqa: E712 (NaN rows)
+    if modified:
+        print(f"note: {modified} runs came from a modified tree: each record's provenance.source_diff, with its "
+              f"git_commit, rebuilds its code", file=sys.stderr)
+    chose_on_test = int(((df["status"] == COMPLETE) & (df["selection"] == "test_acc")).sum())
     if chose_on_test:
         print(f"note: {chose_on_test} runs chose their epoch on test accuracy (data.val_size=0): "
               f"their test_acc is optimistic", file=sys.stderr)

@@ -16,6 +16,7 @@ from analysis.errors import AnalysisError
 from analysis.groups import group_keys, groups, show
 from analysis.markdown import markdown
 from analysis.variance import variance
+from neuralforge.records import COMPLETE
 
 NOTES = {  # what a table's columns do not say themselves; the columns are in analysis/glossary.py
     "compare": "compare.csv holds every column: p-values (Welch, Mann-Whitney, paired; Holm-adjusted), effect "
@@ -196,11 +197,15 @@ def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataF
 
 def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str],
            headline: list[str]) -> None:
-    n_complete = int((df["status"] == "complete").sum())
+    n_complete = int((df["status"] == COMPLETE).sum())
+    modified = int(((df["status"] == COMPLETE) & (df["modified_tree"] == True)).sum())  # noqa: E712 (NaN rows)
     left_out = describe_problems(df)
     lines = [f"# Analysis of {', '.join(df.attrs.get('roots', [])) or 'runs'}", "", *headline,
              f"{n_complete} complete runs" + (f"; left out of every statistic: {left_out} (problems.csv)"
                                              if left_out else "") + "."]
+    if modified:
+        lines += ["", f"{modified} runs came from a modified tree: each record's provenance.source_diff, with its "
+                      f"git_commit, rebuilds its code."]
     constants = df.attrs.get("constants", {})
     if constants:
         shared = pd.DataFrame({"key": list(constants), "value": [show(v) for v in constants.values()]})

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from neuralforge.errors import CheckpointError, LockedError
-from neuralforge.liveness import LOCK, lock_gone, lock_holder
-from neuralforge.records import atomic_write
+from neuralforge.liveness import lock_gone, lock_holder
+from neuralforge.records import LOCK, atomic_write
 
 log = logging.getLogger("neuralforge")
 

@@ -27,15 +27,15 @@ from tqdm import tqdm
 
 from neuralforge import checkpoint, data, hardware, records
 from neuralforge.config import differences, fingerprint, member_spec, resolve, validate
-from neuralforge.errors import CheckpointError, ConfigError, DataError, DivergedError, NeuralForgeError
-from neuralforge.records import COMPLETE, FAILED, RUNNING
+from neuralforge.errors import (CheckpointError, ConfigError, DataError, DiskFullError, DivergedError,
+                                NeuralForgeError)
+from neuralforge.records import BEST, COMPLETE, FAILED, LAST, RUNNING
 from neuralforge.seeding import group_generators
 
 log = logging.getLogger("neuralforge")
 
 # Targets that model, optimizer and scheduler configs may name: instantiate() refuses anything else.
 EXECUTION_WHITELIST = ["neuralforge.models.*", "neuralforge.schedules.*", "torch.optim.*"]
-LAST, BEST = "last.pt", "best.pt"
 
 
 @dataclass
@@ -62,6 +62,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
     run = Run.prepare(cfg, run_dir, overrides=overrides, parallel_jobs=parallel_jobs, on_epoch_end=on_epoch_end)
     with checkpoint.RunLock(run.dir) as lock:
         run.heartbeat = lock.beat
+        for path in records.clear_leftovers([run.dir, *run.folders]):
+            log.info("Removed %s, left by a process that stopped", path)
         return run.go()
 
 
@@ -122,15 +124,25 @@ class Run:
             log.info("Training %s for %d epochs in %s", self.seeds_text(), self.spec["trainer"]["epochs"], self.dir)
         try:
             self.loop()
+        except DiskFullError as err:
+            self.record_failure(str(err), unwritable=(DiskFullError,))
+            raise
         except NeuralForgeError:
             raise
         except Exception as err:
-            for m in self.members:
-                if m.status == RUNNING:
-                    m.status, m.error = FAILED, f"{type(err).__name__}: {err}"
-            self.write_records()
+            self.record_failure(f"{type(err).__name__}: {err}")
             raise
         return self.finish()
+
+    def record_failure(self, error: str, unwritable: tuple[type[Exception], ...] = ()) -> None:
+        """Every member still running failed with `error`; written where it can be."""
+        for m in self.members:
+            if m.status == RUNNING:
+                m.status, m.error = FAILED, error
+        try:
+            self.write_records()
+        except unwritable:  # a full disk may refuse the records too: they stay as last written
+            log.warning("the failure could not be recorded: %s", error)
 
     def check_folder(self) -> list[dict[str, Any] | None]:
         """Refuse a folder that holds a record of another config; return each member's record."""
@@ -223,6 +235,7 @@ class Run:
         self.epoch = 0
         self.provenance = records.provenance(str(self.device), hardware.device_name(self.device),
                                              spec["threads"], self.data.checksums)
+        records.keep_source_diff(self.dir, self.provenance)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -231,7 +244,7 @@ class Run:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {src: [g.get_state() for g in self.gens[src]] for src in ("order", "augment", "dropout")},
             "data": self.data.checksums,
-            "members": [asdict(m) for m in self.members],
+            "members": [{**asdict(m), "status": str(m.status)} for m in self.members],  # plain str: weights_only loads
             "best_predictions": self.best_predictions,
             "elapsed": self.elapsed_before + time.time() - self.t0, "started": self.started,
         }

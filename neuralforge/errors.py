@@ -27,5 +27,13 @@ class DivergedError(NeuralForgeError):
     pass
 
 
+class DiskFullError(NeuralForgeError):
+    """No space left where a run writes: nothing finished is lost, the relaunch resumes."""
+
+
+class RecordError(NeuralForgeError):
+    """A results.json that cannot be read."""
+
+
 class SearchError(NeuralForgeError):
     """A search that cannot go on, or in which nothing trained."""

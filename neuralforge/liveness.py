@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-LOCK = ".lock"  # in a run folder while a process trains in it
+from neuralforge.records import LOCK, REFUSED, State
+
 STALE_AFTER_S = 1800  # a heartbeat this old from another host means its process is gone
 
 
@@ -41,12 +42,12 @@ def gone(host: Any, pid: Any, silent_for: float | None, stale_after: float = STA
 def run_state(rec: dict[str, Any], now: float | None = None, host: str | None = None) -> str:
     """A results record's status, with "running" split: "stale" when its process is gone."""
     status = rec.get("status")
-    if status != "running":
+    if status != State.RUNNING:
         return status
     prov = rec.get("provenance") or {}
     heartbeat = (rec.get("timing") or {}).get("heartbeat")
     silent_for = None if heartbeat is None else (now or time.time()) - heartbeat
-    return "stale" if gone(prov.get("host"), prov.get("pid"), silent_for, here=host) else "running"
+    return State.STALE if gone(prov.get("host"), prov.get("pid"), silent_for, here=host) else State.RUNNING
 
 
 EMPTY_AFTER_S = 60  # a lock is empty for an instant while written: one this old was never finished
@@ -82,13 +83,16 @@ def lock_gone(holder: dict[str, Any], age: float) -> str | None:
 def without_record(folder: Path) -> str:
     """What became of a sweep's job folder that holds no results.json.
 
-    Hydra writes .hydra/ as a job starts, and the trainer holds the lock while it trains: a job
-    that started, holds no lock and wrote no record was refused before training (a bad value;
-    its log says why); one whose lock's holder is gone was killed in its first epoch.
+    Hydra writes .hydra/ as a job starts, and the trainer holds the lock while it trains. A job
+    refused before training (a bad value) says why in its .refused file: failed. One that holds
+    no lock was stopped before it took it (killed, or Ctrl-C), and one whose lock's holder is
+    gone was killed in its first epoch: stale, and either resumes when launched again.
     """
     if not (folder / ".hydra").is_dir():
-        return "missing"
+        return State.MISSING
+    if (folder / REFUSED).exists():
+        return State.FAILED
     holder, age = lock_holder(folder / LOCK)
-    if age is None:
-        return "failed"
-    return "stale" if lock_gone(holder, age) else "running"
+    if age is None or lock_gone(holder, age):
+        return State.STALE
+    return State.RUNNING

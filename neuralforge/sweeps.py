@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,12 +18,13 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
+from neuralforge.errors import RecordError
 from neuralforge.liveness import run_state, without_record
+from neuralforge.records import MANIFEST
 
 log = logging.getLogger("neuralforge.sweep")
 
-MANIFEST = "manifest.json"
-STATES = ("complete", "failed", "stale", "running", "missing")
+STATES = tuple(records.State)
 
 
 # Hydra turns a callback's exception into a warning, so the outcome of the last sweep is
@@ -65,7 +68,11 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
     sweep_dir = Path(sweep_dir)
     found: dict[str, list[Path]] = {s: [] for s in STATES}
     for path in sorted(sweep_dir.rglob(records.RESULTS)):
-        found[run_state(json.loads(path.read_text()))].append(path.parent)
+        try:
+            found[run_state(records.read_results(path.parent))].append(path.parent)
+        except RecordError as err:  # counted as failed, and said why
+            log.warning("%s", err)
+            found[records.FAILED].append(path.parent)
     manifest = sweep_dir / MANIFEST
     if manifest.exists():
         for job in json.loads(manifest.read_text())["jobs"]:
@@ -81,12 +88,31 @@ def summary_line(states: dict[str, list[Path]]) -> str:
     return f"{sum(counts.values())} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
 
 
+def writable_or_exit(folder: Path, key: str) -> None:
+    """Stop with one line when the output folder cannot be written: Hydra's own failure there,
+    opening its log file, is a long traceback that names no path."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        print(f"error: cannot write into {folder} ({err.strerror or err}): choose a writable {key}=<folder>",
+              file=sys.stderr)
+        # SystemExit, not an exception: Hydra turns a callback's exceptions into warnings
+        raise SystemExit(1) from None
+
+
 class SweepCallback(Callback):
-    """Writes the manifest when a basic-sweeper multirun starts; prints what became of every
-    job when it ends, and notes in `incomplete` a grid sweep that left any job unfinished."""
+    """Checks that the output folder can be written; writes the manifest when a basic-sweeper
+    multirun starts; prints what became of every job when it ends, and notes in `incomplete` a
+    grid sweep that left any job unfinished."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        writable_or_exit(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        writable_or_exit(sweep_dir, "hydra.sweep.dir")
         relaunch[:] = [f"the same command with hydra.sweep.dir={sweep_dir} " + (
             "resumes each job from its last finished epoch" if _is_grid(config)
             else "goes on: interrupted trials are replaced by new ones")]
@@ -100,11 +126,11 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))
-        unfinished = [s for s in STATES if s != "complete"]
+        unfinished = [s for s in STATES if s != records.COMPLETE]
         for state in unfinished:
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)
-        if states["complete"]:
+        if states[records.COMPLETE]:
             log.info("Next: python -m analysis summary %s", sweep_dir)
         if not _is_grid(config):
             return
