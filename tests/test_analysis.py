@@ -193,6 +193,7 @@ def test_a_job_that_left_no_record_is_judged_as_the_sweep_summary_judges_it(tmp_
     from neuralforge import sweeps
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / "refused" / ".hydra").mkdir(parents=True)  # a bad value: started, no lock, no record
+    (tmp_path / "refused" / ".refused").write_text("model widths must be positive\n")  # written by run.py
     (tmp_path / "killed" / ".hydra").mkdir(parents=True)  # SIGKILLed in its first epoch
     (tmp_path / "killed" / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
     jobs = [{"overrides": [f"seed={k}"], "folder": name} for k, name in enumerate(("refused", "killed", "never"))]

@@ -1,0 +1,152 @@
+"""One source of truth for the contracts (key roles, the record, defaults, provenance), and the
+defects found by trying to break a run folder: a corrupt record, a read-only folder, a full
+disk, leftover temporaries, a job stopped before its first record."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from analysis import collect
+from neuralforge import checkpoint, keys, records, sweeps
+from neuralforge.config import SCHEMAS
+from neuralforge.engine import train
+from neuralforge.errors import DiskFullError, RecordError
+from neuralforge.liveness import without_record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_job_folder_names_leave_out_exactly_the_keys_the_role_table_says():
+    excluded = OmegaConf.load(ROOT / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys
+    assert sorted(excluded) == sorted(keys.NOT_IN_FOLDER_NAMES)
+
+
+def test_no_yaml_option_restates_a_default_of_its_schema():
+    restated = []
+    for group, name, schema in SCHEMAS:
+        defaults = {f.name: f.default for f in fields(schema)}
+        for path in (ROOT / "conf" / group).glob("*.yaml"):
+            node = OmegaConf.load(path)
+            target = f"/schema/{group}/{name}@_here_"
+            if target not in node.get("defaults", []):
+                continue
+            restated += [f"{path.name}: {k}" for k, v in node.items() if k != "defaults" and defaults.get(k) == v]
+    assert not restated
+
+
+def test_the_fingerprint_skips_exactly_the_keys_the_role_table_says(make_cfg, tmp_path):
+    from neuralforge.config import fingerprint, resolve
+    base = resolve(make_cfg(), threads=1, device="cpu")
+    moved = {**base, "data": {**base["data"], "root": "/elsewhere"}, "trainer": {**base["trainer"], "keep_last": False}}
+    assert fingerprint(moved) == fingerprint(base)
+    assert fingerprint({**base, "threads": 2}) != fingerprint(base)
+    assert set(keys.NOT_FINGERPRINTED) == {"data.root", "data.download", "trainer.keep_last"}
+
+
+def test_a_corrupt_record_is_one_line_naming_the_file_wherever_it_is_read(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path)
+    path = tmp_path / records.RESULTS
+    path.write_text(path.read_text()[:50])  # cut short
+    with pytest.raises(RecordError, match=str(path)):
+        train(make_cfg(), tmp_path)
+    assert collect(tmp_path)["status"].tolist() == ["unreadable"]
+    assert sweeps.job_states(tmp_path)[records.FAILED] == [tmp_path]
+
+
+def test_an_output_folder_that_cannot_be_written_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(sweeps.tempfile, "TemporaryFile", read_only)
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "run")}}})
+    with pytest.raises(SystemExit) as stop:
+        sweeps.SweepCallback().on_run_start(config)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 1 and len(err.splitlines()) == 1
+    assert str(tmp_path / "run") in err and "Read-only file system" in err and "hydra.run.dir" in err
+
+
+def test_a_full_disk_is_named_in_the_error_and_the_record_and_the_relaunch_resumes_bit_exactly(make_cfg, tmp_path,
+                                                                                              monkeypatch):
+    overrides = ("trainer.epochs=3",)
+    train(make_cfg(*overrides), tmp_path / "straight")
+    save, saves = torch.save, []
+
+    def fills_at_second_last(obj, f):  # torch's zip writer on a full disk: ENOSPC, then "unexpected pos"
+        saves.append("members" in obj)  # last.pt holds the members' state; best.pt does not
+        if saves.count(True) == 2 and saves[-1]:
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 409024 vs 408976")
+        save(obj, f)
+    monkeypatch.setattr(checkpoint.torch, "save", fills_at_second_last)
+    with pytest.raises(DiskFullError, match="no space left on the device while writing .*last.pt"):
+        train(make_cfg(*overrides), tmp_path / "full")
+    rec = records.read_results(tmp_path / "full")
+    assert rec["status"] == records.FAILED and "no space left" in rec["error"]
+    assert not list((tmp_path / "full").glob(f".*{records.TEMP_SUFFIX}"))
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    train(make_cfg(*overrides), tmp_path / "full")
+    assert records.read_results(tmp_path / "full")["metrics"] == records.read_results(tmp_path / "straight")["metrics"]
+
+
+def test_a_relaunch_clears_the_temporaries_a_kill_left(make_cfg, tmp_path):
+    train(make_cfg("n_seeds=2"), tmp_path)
+    left = [tmp_path / f".{records.LAST}.k1l2.tmp", tmp_path / "seed=1" / f".{records.HISTORY}.x9.tmp"]
+    for path in left:
+        path.write_bytes(b"")
+    train(make_cfg("n_seeds=2"), tmp_path)
+    assert not any(p.exists() for p in left)
+
+
+def test_a_job_stopped_before_its_first_record_is_stale_and_a_refused_one_failed(tmp_path):
+    stopped, refused = tmp_path / "stopped", tmp_path / "refused"
+    for folder in (stopped, refused):
+        (folder / ".hydra").mkdir(parents=True)
+    (refused / records.REFUSED).write_text("model widths must be positive\n")
+    assert without_record(stopped) == records.STALE
+    assert without_record(refused) == records.FAILED
+    (tmp_path / records.MANIFEST).write_text(json.dumps({"jobs": [{"folder": "stopped", "overrides": []},
+                                                                  {"folder": "refused", "overrides": []}]}))
+    df = collect(tmp_path)
+    assert sorted(df["status"]) == ["failed", "stale"]
+    assert "resumes when launched again" in df.loc[df["status"] == "stale", "error"].item()
+
+
+def test_a_run_from_a_modified_tree_keeps_the_diff_that_rebuilds_it(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (repo / "code.py").write_text("lr = 1\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "code.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    (repo / "code.py").write_text("lr = 2\n")
+    prov = {"git_dirty": True}
+    records.keep_source_diff(tmp_path / "run", prov, repo=repo)
+    subprocess.run([*git, "checkout", "-q", "code.py"], check=True)  # the commit alone
+    subprocess.run([*git, "apply", prov["source_diff"]], check=True)
+    assert (repo / "code.py").read_text() == "lr = 2\n"
+    records.keep_source_diff(tmp_path / "clean", {"git_dirty": False}, repo=repo)
+    assert not (tmp_path / "clean").exists()
+
+
+def test_analysis_shows_which_runs_came_from_a_modified_tree(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path / "a")
+    path = tmp_path / "a" / records.RESULTS
+    rec = json.loads(path.read_text())
+    rec["provenance"]["git_dirty"] = True
+    path.write_text(json.dumps(rec))
+    out = subprocess.run([sys.executable, "-m", "analysis", "summary", str(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "1 runs came from a modified tree" in out.stderr
+    assert collect(tmp_path)["modified_tree"].tolist() == [True]
