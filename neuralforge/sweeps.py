@@ -3,6 +3,7 @@ each run in it, and the summary printed when a multirun ends."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -14,11 +15,10 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge import records
-from neuralforge.errors import RecordError
+from neuralforge.errors import ConfigError, RecordError
 from neuralforge.liveness import run_state, without_record
 from neuralforge.records import MANIFEST
 
@@ -42,8 +42,20 @@ def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
     # Resolve the sweep's own subdir pattern as Hydra will for each job, on an untyped copy
     # (Hydra's own config is read-only).
     cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    # what Hydra's basic sweeper does, through the parser's public API: the product of every
+    # key's values, the command line's value of a key replacing the preset's
+    choices: dict[str, list[str]] = {}
+    for o in parsed:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{o.input_line}: a grid sweep takes lists, range() or choice(), not {o.value_type.name}; "
+                              f"interval() is for hparams_search (Optuna)")
     jobs = []
-    for job_overrides in BasicSweeper.split_arguments(parsed, None)[0]:
+    for job_overrides in map(list, itertools.product(*choices.values())):
         cfg.hydra.overrides.task = job_overrides
         jobs.append({"overrides": job_overrides, "folder": str(OmegaConf.select(cfg, "hydra.sweep.subdir"))})
     return jobs
