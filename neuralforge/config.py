@@ -26,27 +26,35 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 
-# Keys that say where things are or what to keep, not what is computed: a run moved to
-# another data folder, or told to delete last.pt, is still the same run.
-NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
+# Keys that say where things are, what to keep or what may run, not what is computed: a run
+# moved to another data folder or file (whose sha256 is checked instead), told to delete
+# last.pt, or allowed more targets, is still the same run.
+NOT_FINGERPRINTED = ("data.root", "data.path", "data.download", "trainer.keep_last", "allow_targets")
 # Keys added after runs were already being written, at the value that computes what those runs
 # computed: hashed only when set otherwise, so the folders of earlier versions still resume.
-ADDED_LATER = {"matmul_precision": "highest"}
+ADDED_LATER = {"matmul_precision": "highest", "data.augment.flip": False, "data.num_classes": None}
+# The models written in the stacked form of neuralforge.models; any other nn.Module trains
+# through neuralforge.functional
+BUILTIN_MODELS = ("neuralforge.models.MLP", "neuralforge.models.CNN")
 
 
 @dataclass
 class AugmentConf:
     shift: int = 0
+    flip: bool = False  # horizontal flips, for data whose mirror image is the same class
 
 
 @dataclass
 class DataConf:
     name: str = MISSING
     root: str = "${oc.env:NEURALFORGE_DATA,./data}"
+    path: Optional[str] = None  # data=tensors: the .npz or .pt file
     download: bool = True
     val_size: int = 5000
-    mean: float = MISSING
-    std: float = MISSING
+    # one number, one per channel, or null: computed from the training images
+    mean: Any = None
+    std: Any = None
+    num_classes: Optional[int] = None  # data=tensors: null counts the training labels
     augment: AugmentConf = field(default_factory=AugmentConf)
 
 
@@ -150,6 +158,8 @@ class Config:
     seed: int = 0
     seeds: SeedsConf = field(default_factory=SeedsConf)
     n_seeds: int = 1
+    # instantiate() patterns a config may name besides the harness's own, e.g. [mypkg.*]
+    allow_targets: list[str] = field(default_factory=list)
     seeds_per_trial: Optional[int] = None
     trial: Optional[int] = None  # set by the Optuna sweeper: the trial this run is
     device: str = "auto"
@@ -206,15 +216,19 @@ def validate(cfg: DictConfig) -> None:
     need(not unknown, f"unknown key {', '.join(unknown)}: check its spelling (python run.py --cfg job lists the keys)")
 
     m, t, o = cfg.model, cfg.trainer, cfg.optimizer
-    widths = list(m.hidden) if OmegaConf.is_list(m.hidden) else [m.hidden]
-    if "channels" in m:
-        widths = list(m.channels) + ([m.hidden] if m.hidden else [])
-        need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
-        need(m.pool in ("max", "avg", "stride"), f"model.pool must be max, avg or stride, got {m.pool!r}")
-        need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
-    need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
-    need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
-    need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    need(isinstance(m.get("_target_"), str), "model._target_ is missing: name the model's class or factory, "
+                                             "e.g. model._target_=mypkg.Net")
+    if m._target_ in BUILTIN_MODELS:  # a model of one's own is checked by running it (engine.Run.setup)
+        widths = list(m.hidden) if OmegaConf.is_list(m.hidden) else [m.hidden]
+        if "channels" in m:
+            widths = list(m.channels) + ([m.hidden] if m.hidden else [])
+            need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
+            need(m.pool in ("max", "avg", "stride"), f"model.pool must be max, avg or stride, got {m.pool!r}")
+            need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
+        need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
+        need(m.activation in ACTIVATIONS,
+             f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+        need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(t.batch_size > 0, f"trainer.batch_size must be positive, got {t.batch_size}")
     need(t.eval_batch_size > 0, f"trainer.eval_batch_size must be positive, got {t.eval_batch_size}")
     need(t.epochs > 0, f"trainer.epochs must be positive, got {t.epochs}")
@@ -228,7 +242,19 @@ def validate(cfg: DictConfig) -> None:
     for key in ("div_factor", "final_div_factor"):
         if key in cfg.scheduler:
             need(cfg.scheduler[key] > 0, f"scheduler.{key} must be positive, got {cfg.scheduler[key]}")
-    need(cfg.data.std > 0, f"data.std must be positive, got {cfg.data.std}")
+    d = cfg.data
+    for key in ("mean", "std"):
+        value = d[key]
+        numbers = list(value) if OmegaConf.is_list(value) else [value]
+        need(value is None or (numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)),
+             f"data.{key} must be a number, a list of one per channel, or null (computed from the training images); "
+             f"got {value}")
+    need(d.std is None or all(v > 0 for v in (list(d.std) if OmegaConf.is_list(d.std) else [d.std])),
+         f"data.std must be positive, got {d.std}")
+    need(d.name != "tensors" or d.path is not None, "data=tensors needs data.path=<file.npz|file.pt>")
+    need(d.num_classes is None or d.num_classes > 1, f"data.num_classes must be at least 2, got {d.num_classes}")
+    need(all(isinstance(p, str) and p for p in cfg.allow_targets),
+         f"allow_targets holds patterns such as mypkg.*, got {list(cfg.allow_targets)}")
     if "warmup" in cfg.scheduler:
         need(0 <= cfg.scheduler.warmup < 1,
              f"scheduler.warmup is a fraction of all steps, in [0, 1); got {cfg.scheduler.warmup}")
@@ -261,7 +287,9 @@ def resolve(cfg: DictConfig, *, threads: int, device: str) -> dict[str, Any]:
     spec = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert isinstance(spec, dict)
     spec.pop("hydra", None)
-    spec["data"]["root"] = os.path.abspath(os.path.expanduser(spec["data"]["root"]))
+    for key in ("root", "path"):
+        if spec["data"].get(key) is not None:
+            spec["data"][key] = os.path.abspath(os.path.expanduser(spec["data"][key]))
     spec["threads"] = threads
     spec["device"] = device
     return spec
@@ -271,13 +299,25 @@ def fingerprint(spec: dict[str, Any]) -> str:
     """A hash of everything that decides a run's numbers (the thread count included)."""
     kept = copy.deepcopy(spec)
     for dotted in NOT_FINGERPRINTED:
-        section, key = dotted.split(".")
-        kept.get(section, {}).pop(key, None)
-    for key, old in ADDED_LATER.items():
-        if kept.get(key) == old:
-            del kept[key]
+        _pop(kept, dotted)
+    for dotted, old in ADDED_LATER.items():
+        _pop(kept, dotted, only_if=old)
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_ANY = object()
+
+
+def _pop(tree: dict[str, Any], dotted: str, only_if: Any = _ANY) -> None:
+    """Delete the key at a dotted path, if there (and, given only_if, if it holds that value)."""
+    *parents, key = dotted.split(".")
+    for name in parents:
+        tree = tree.get(name)
+        if not isinstance(tree, dict):
+            return
+    if key in tree and (only_if is _ANY or tree[key] == only_if):
+        del tree[key]
 
 
 def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
