@@ -127,6 +127,11 @@ def dataset_files(d: dict[str, Any]) -> list[Path]:
     raise DataError(f"data.name={name!r} is unknown: use one of {', '.join([*DATASETS, *COLOUR_DATASETS, TENSORS])}")
 
 
+def location(d: dict[str, Any]) -> str:
+    """Where the data config says the files are, as the key to change."""
+    return f"data.path={d['path']}" if d["name"] == TENSORS else f"data.root={d['root']}"
+
+
 def check_files(d: dict[str, Any]) -> dict[str, str]:
     """The sha256 of each of the dataset's files, once the MNIST family's are checked."""
     if d["name"] in DATASETS:
@@ -173,11 +178,12 @@ def load(d: dict[str, Any], device: torch.device) -> Tensors:
     """The dataset of data config `d`, normalized by data.mean and data.std, or, where those are
     null, by the training images' own mean and standard deviation per channel."""
     ensure_files(d)
-    checksums = check_files(d)
     name, root = d["name"], d["root"]
-    if name == TENSORS:
-        arrays, num_classes = tensorfile.read(d["path"], d.get("num_classes"))
+    if name == TENSORS:  # read, and so checked, before it is hashed
+        arrays, num_classes = tensorfile.read(d["path"], d["num_classes"])
+        checksums = check_files(d)
     else:
+        checksums = check_files(d)  # the MNIST family's IDX structure, before torchvision reads it
         splits = {}
         for split in ("train", "test"):
             try:
@@ -208,8 +214,7 @@ def normalized(arrays: dict[str, torch.Tensor], mean: Any, std: Any, num_classes
 
     train_x, test_x = scaled(arrays["train_x"]), scaled(arrays["test_x"])
     channels = train_x.shape[1]
-    given = {"mean": mean, "std": std}
-    for key, value in given.items():
+    for key, value in (("mean", mean), ("std", std)):
         if isinstance(value, (list, tuple)) and len(value) != channels:
             raise DataError(f"data.{key} gives {len(value)} values for images of {channels} channels: give one, "
                             f"{channels}, or null")

@@ -175,8 +175,8 @@ class Run:
             checksums = None
         for folder, rec in zip(self.folders, existing):
             if checksums and (rec.get("provenance") or {}).get("dataset_sha256", checksums) != checksums:
-                raise ConfigError(f"{folder} holds a complete run on other data files than those in {d['root']} "
-                                  f"(their sha256 differ). Point data.root at that run's files, or choose "
+                raise ConfigError(f"{folder} holds a complete run on other data files than {data.location(d)} "
+                                  f"(their sha256 differ). Point it at that run's files, or choose "
                                   f"another hydra.run.dir / hydra.sweep.dir.")
         score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
         log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
@@ -195,8 +195,8 @@ class Run:
         last = self.dir / LAST
         # data.root is not fingerprinted (the same files may move): the files themselves must match
         if ckpt.get("data", self.data.checksums) != self.data.checksums:
-            raise CheckpointError(f"{last} was trained on other data files than those in {self.spec['data']['root']} "
-                                  f"(their sha256 differ). Point data.root at the first run's files.")
+            raise CheckpointError(f"{last} was trained on other data files than {data.location(self.spec['data'])} "
+                                  f"(their sha256 differ). Point it at the first run's files.")
         self.restore(ckpt)
         # members whose final records are on disk keep them as written (by that process,
         # with its provenance); only a record the checkpoint has overtaken is written again
