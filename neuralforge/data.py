@@ -174,6 +174,17 @@ def ensure_files(d: dict[str, Any]) -> None:
                     f"Point data.root=/path/to/folder ({where}) or set NEURALFORGE_DATA.")
 
 
+def test_labels(d: dict[str, Any]) -> np.ndarray:
+    """The test labels of the dataset of data config `d`, from its files, as they are now."""
+    if d["name"] == TENSORS:
+        return tensorfile.read(d["path"], d.get("num_classes"))[0]["test_y"].numpy()
+    try:
+        ds = _open(d["name"], d["root"], train=False, download=False)
+    except RuntimeError as err:  # missing or corrupt
+        raise DataError(f"{d['name']} test files in {d['root']}: {err}") from None
+    return np.asarray(ds.labels if d["name"] == "svhn" else ds.targets, dtype=np.int64)
+
+
 def load(d: dict[str, Any], device: torch.device) -> Tensors:
     """The dataset of data config `d`, normalized by data.mean and data.std, or, where those are
     null, by the training images' own mean and standard deviation per channel."""

@@ -12,6 +12,7 @@ import scipy.io
 import torch
 from torchvision import datasets
 
+import analysis
 from neuralforge import data, records
 from neuralforge.engine import train
 from neuralforge.errors import DataError
@@ -60,6 +61,9 @@ def test_a_tensors_file_trains_a_group_with_flips_and_shifts(make_cfg, tmp_path)
         assert rec["status"] == "complete" and rec["metrics"]["test_acc"] > 0.5  # chance is 0.1
         assert rec["provenance"]["dataset_sha256"] == {"mine.npz": hashlib.sha256(path.read_bytes()).hexdigest()}
         assert rec["n_params"] == 3 * 24 * 30 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    # the analysis reads the test labels from the same file: accuracy from predictions and labels
+    table = analysis.stability(analysis.collect(tmp_path / "run"))
+    assert table["ensemble_acc"].iloc[0] > 0.5 and table["n"].iloc[0] == 2
 
 
 def test_a_pt_file_in_chw_float_loads_as_the_npz_in_hwc_uint8_normalized_by_its_training_images(tmp_path):

@@ -3,13 +3,13 @@ trained as K seeded members in one process through torch.func."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -183,17 +183,23 @@ def test_torch_nn_layers_composed_in_yaml_train_as_a_group(user_cfg, tmp_path):
     assert all(records.read_results(tmp_path / f"seed={s}")["metrics"]["test_acc"] > 0.5 for s in range(2))
 
 
-def test_the_command_line_takes_a_config_dir_and_sweeps_a_user_module(idx_root, user_dir, tmp_path):
+def test_the_command_line_takes_a_config_dir_and_searches_a_user_module_with_seeds_per_trial(
+        idx_root, user_dir, tmp_path):
     fast = [o for o in FAST if not o.startswith("model.")]
     env = {"PYTHONPATH": f"{ROOT}:{user_dir}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "run.py", "--config-dir", str(user_dir / "conf"), "-m", "model=smallnet",
-                          ALLOW, f"data.root={idx_root}", *fast, "n_seeds=2", "optimizer.lr=1e-3,3e-3",
-                          f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+                          ALLOW, f"data.root={idx_root}", *fast, "hparams_search=mlp_optuna", "seeds_per_trial=2",
+                          "model.hidden=16",  # fixed on the command line: out of the preset's search space
+                          "trainer.epochs=1", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
-    found = [json.loads(p.read_text()) for p in tmp_path.rglob(records.RESULTS)]
-    assert sorted((r["config"]["optimizer"]["lr"], r["seed"]) for r in found) == [(1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)]
-    assert all(r["status"] == "complete" for r in found)
-    assert "4 complete, 0 failed" in out.stdout + out.stderr
+    study = optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    for t in study.trials:
+        assert t.user_attrs["seeds"] == [0, 1]
+        recs = [records.read_results(tmp_path / f"trial_{t.number:04d}/seed={s}") for s in (0, 1)]
+        assert all(r["config"]["model"]["_target_"] == "nf_user_nets.SmallNet" for r in recs)
+        assert t.value == pytest.approx(np.mean([r["metrics"]["val_acc"] for r in recs]))
 
 
 def test_dropout_draws_from_the_first_members_generator_and_leaves_the_global_one_alone():
