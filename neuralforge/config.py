@@ -224,7 +224,8 @@ def validate(cfg: DictConfig) -> None:
             widths = list(m.channels) + ([m.hidden] if m.hidden else [])
             need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
             need(m.pool in ("max", "avg", "stride"), f"model.pool must be max, avg or stride, got {m.pool!r}")
-            need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
+            need(len(m.channels) <= 4,
+                 f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
         need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
         need(m.activation in ACTIVATIONS,
              f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
@@ -246,7 +247,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("mean", "std"):
         value = d[key]
         numbers = list(value) if OmegaConf.is_list(value) else [value]
-        need(value is None or (numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)),
+        is_number = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers]
+        need(value is None or (numbers and all(is_number)),
              f"data.{key} must be a number, a list of one per channel, or null (computed from the training images); "
              f"got {value}")
     need(d.std is None or all(v > 0 for v in (list(d.std) if OmegaConf.is_list(d.std) else [d.std])),

@@ -166,8 +166,8 @@ class Run:
 
     def complete_score(self, existing: list[dict[str, Any]]) -> float:
         """The objective of a group whose members are all complete, reported, not retrained."""
-        # data.root is not fingerprinted (the same files may move): files there must be the
-        # run's own. None there (deleted after training), nothing is compared or downloaded.
+        # data.root and data.path are not fingerprinted (the same files may move): files there
+        # must be the run's own. None there (deleted after training), nothing is compared or downloaded.
         d = self.spec["data"]
         try:
             checksums = data.check_files(d)
@@ -193,7 +193,7 @@ class Run:
 
     def resume(self, ckpt: dict[str, Any], existing: list[dict[str, Any] | None]) -> None:
         last = self.dir / LAST
-        # data.root is not fingerprinted (the same files may move): the files themselves must match
+        # data.root and data.path are not fingerprinted (the same files may move): the files themselves must match
         if ckpt.get("data", self.data.checksums) != self.data.checksums:
             raise CheckpointError(f"{last} was trained on other data files than {data.location(self.spec['data'])} "
                                   f"(their sha256 differ). Point it at the first run's files.")
@@ -225,7 +225,8 @@ class Run:
         self.params = list(self.model.parameters())
         try:
             self.optimizer = build(cfg.optimizer, cfg.allow_targets)(self.params)
-            self.scheduler = build(cfg.scheduler, cfg.allow_targets)(self.optimizer, total_steps=t["epochs"] * self.steps)
+            self.scheduler = build(cfg.scheduler, cfg.allow_targets)(self.optimizer,
+                                                                     total_steps=t["epochs"] * self.steps)
         except ValueError as err:  # torch's own checks, e.g. betas or pct_start out of range
             raise ConfigError(f"optimizer or scheduler setting refused by torch: {err}") from None
         self.members = [Member() for _ in range(K)]

@@ -28,8 +28,9 @@ def read(path: str | Path, num_classes: int | None) -> tuple[dict[str, torch.Ten
     arrays = _load(path)
     missing = [k for k in KEYS if k not in arrays]
     if missing:
-        raise DataError(f"data.path={path} lacks {', '.join(missing)} (it holds {', '.join(sorted(arrays)) or 'nothing'}): "
-                        f"a tensors file holds {', '.join(KEYS)}")
+        held = ", ".join(sorted(arrays)) or "nothing"
+        raise DataError(f"data.path={path} lacks {', '.join(missing)} (it holds {held}): a tensors file holds "
+                        f"{', '.join(KEYS)}")
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
@@ -75,7 +76,7 @@ def _load(path: Path) -> dict[str, object]:
         if not isinstance(obj, dict):
             raise DataError(f"data.path={path} holds a {type(obj).__name__}, not a dict of {', '.join(KEYS)}")
         return obj
-    raise DataError(f"data.path={path}: a tensors file is a .npz or a .pt, not {path.suffix or 'a file without suffix'}")
+    raise DataError(f"data.path={path}: a tensors file is a .npz or a .pt, not {path.suffix or 'a file without one'}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -100,7 +100,8 @@ def _with(**changes):
                                          a["train_x"].astype(np.float32))}, "train_x holds NaN"),
     (lambda a: {**a, "train_y": a["train_y"][:-1]}, "train_x holds 300 images but train_y 299 labels"),
     (lambda a: {**a, "test_x": a["test_x"][:, :28]}, r"train_x images are \(C, H, W\) = \(3, 32, 32\) but test_x"),
-    (lambda a: {**a, "train_y": a["train_y"].astype(np.float32)}, "train_y is torch.float32; give class labels as integers"),
+    (lambda a: {**a, "train_y": a["train_y"].astype(np.float32)},
+     "train_y is torch.float32; give class labels as integers"),
     (lambda a: {**a, "train_y": a["train_y"] - 1}, "train_y holds label -1; labels start at 0"),
 ])
 def test_each_bad_tensors_file_is_refused_in_one_line_and_nothing_is_written(make_cfg, tmp_path, damage, message):

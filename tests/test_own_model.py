@@ -94,8 +94,8 @@ def user_cfg(idx_root, user_dir, monkeypatch):
     def make(*overrides: str):
         fast = [o for o in FAST if not o.startswith("model.")]
         with initialize_config_dir(config_dir=CONF):
-            return compose("config", overrides=[f"hydra.searchpath=[file://{user_dir / 'conf'}]", f"data.root={idx_root}",
-                                                *fast, ALLOW, *overrides])
+            return compose("config", overrides=[f"hydra.searchpath=[file://{user_dir / 'conf'}]",
+                                                f"data.root={idx_root}", *fast, ALLOW, *overrides])
     return make
 
 
