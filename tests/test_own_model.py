@@ -144,6 +144,13 @@ def test_member_k_of_a_group_starts_with_the_weights_of_the_single_run_seed_s_pl
         alone = torch.nn.Linear(784, 32)
         assert torch.equal(single.model.state_dict()["net.net.1.weight"][0], alone.weight)
     assert not torch.equal(weights["net.net.1.weight"][0], weights["net.net.1.weight"][1])
+    # one member's weights, as best.pt holds them, start a new group through trainer.init_from
+    checkpoint.save({"model": checkpoint.member_state(group.model, 1)}, tmp_path / "best.pt")
+    again = Run.prepare(user_cfg("model=smallnet", "n_seeds=2", f"trainer.init_from={tmp_path / 'best.pt'}"),
+                        tmp_path / "again")
+    again.setup()
+    for name, tensor in again.model.state_dict().items():
+        assert torch.equal(tensor[0], weights[name][1]) and torch.equal(tensor[1], weights[name][1])
 
 
 def test_batch_norm_statistics_and_steps_are_per_member(user_cfg, tmp_path):
