@@ -1,6 +1,7 @@
 """What a run leaves beside results.json, read only when an analysis needs it: the learning
 curve (history.csv), the predicted test labels (predictions.npy) and the true test labels
-(the dataset's own IDX file, found through the run's config).
+(found through the run's config: the MNIST family's IDX file, read here; other datasets
+through neuralforge.data, which loads torch only then).
 """
 
 from __future__ import annotations
@@ -47,8 +48,21 @@ def test_labels(folder: str | Path) -> np.ndarray:
     """The true test labels of the run in `folder`, from the files it was evaluated on."""
     data = json.loads((Path(folder) / RESULTS).read_text())["config"]["data"]
     if data["name"] not in DATASET_FOLDERS:
-        raise AnalysisError(f"{folder}: no test labels known for data.name={data['name']!r}")
+        return _dataset_labels(json.dumps(data, sort_keys=True))
     return _read_labels(str(Path(data["root"]) / DATASET_FOLDERS[data["name"]] / "raw" / TEST_LABELS))
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset_labels(data_json: str) -> np.ndarray:
+    from neuralforge import data  # torch, for the datasets torchvision or torch.load read
+    from neuralforge.errors import DataError
+
+    try:
+        labels = data.test_labels(json.loads(data_json))
+    except (DataError, OSError) as err:
+        raise AnalysisError(f"test labels not readable ({err}): analyses that need them are skipped") from None
+    labels.flags.writeable = False  # shared through the cache
+    return labels
 
 
 @functools.lru_cache(maxsize=8)

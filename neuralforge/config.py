@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -26,6 +26,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 
+Need = Callable[[bool, str], None]  # need(ok, message): the message is the one-line error
 
 
 def key(default: Any = MISSING, help: str = "", *, factory: Any = None) -> Any:
@@ -38,18 +39,25 @@ def key(default: Any = MISSING, help: str = "", *, factory: Any = None) -> Any:
 @dataclass
 class AugmentConf:
     shift: int = key(0, "random translations of up to this many pixels, whole batches at once, seeded by seeds.augment")
+    flip: bool = key(ADDED_LATER["data.augment.flip"], "horizontal flips, seeded by seeds.augment, for data whose "
+                                                       "mirror image is the same class")
 
 
 @dataclass
 class DataConf:
-    name: str = key(MISSING, "the dataset: mnist, fashion_mnist or kmnist (torchvision's classes)")
-    root: str = key("${oc.env:NEURALFORGE_DATA,./data}", "the folder that holds <Dataset>/raw/; NEURALFORGE_DATA, "
-                                                         "else ./data")
+    name: str = key(MISSING, "the dataset: mnist, fashion_mnist, kmnist, cifar10, cifar100, svhn (torchvision's "
+                             "classes) or tensors (a file of one's own)")
+    root: str = key("${oc.env:NEURALFORGE_DATA,./data}", "the folder torchvision's datasets live in (MNIST: "
+                                                         "<root>/MNIST/raw/); NEURALFORGE_DATA, else ./data")
+    path: Optional[str] = key(None, "data=tensors: the .npz or .pt file holding train_x, train_y, test_x, test_y")
     download: bool = key(True, "download missing files into root")
     val_size: int = key(5000, "training images held out for validation by seeds.split; 0 selects the epoch on the "
                               "test set, as the notebook did (the record says so; searches refuse it)")
-    mean: float = key(MISSING, "the training images' mean pixel value, for normalisation")
-    std: float = key(MISSING, "the training images' pixel standard deviation, for normalisation")
+    mean: Any = key(None, "pixel mean for normalisation: one number, one per channel, or null (computed from the "
+                          "training images)")
+    std: Any = key(None, "pixel standard deviation for normalisation: one number, one per channel, or null")
+    num_classes: Optional[int] = key(ADDED_LATER["data.num_classes"], "data=tensors: the number of classes; null "
+                                                                      "counts the training labels")
     augment: AugmentConf = key(help="", factory=AugmentConf)
 
 
@@ -59,6 +67,10 @@ class MLPConf:
     hidden: list[int] = key(help="widths of the hidden layers; [] is a linear model", factory=lambda: [128, 64])
     activation: str = key("relu", "relu, gelu, silu or tanh")
     dropout: float = key(0.0, "dropout after each hidden layer, in [0, 1), masks seeded by seeds.dropout")
+
+    @staticmethod
+    def check(m: DictConfig, need: Need) -> None:
+        _check_layers(list(m.hidden), m, need)
 
 
 @dataclass
@@ -71,6 +83,24 @@ class CNNConf:
     activation: str = key("relu", "relu, gelu, silu or tanh")
     dropout: float = key(0.0, "dropout in the head, in [0, 1), masks seeded by seeds.dropout")
 
+    @staticmethod
+    def check(m: DictConfig, need: Need) -> None:
+        need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
+        need(m.pool in ("max", "avg", "stride"), f"model.pool must be max, avg or stride, got {m.pool!r}")
+        need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
+        _check_layers(list(m.channels) + ([m.hidden] if m.hidden else []), m, need)
+
+
+def _check_layers(widths: list[int], m: DictConfig, need: Need) -> None:
+    need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
+    need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+    need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+
+
+def _check_step(o: DictConfig, need: Need) -> None:
+    need(o.lr > 0, f"optimizer.lr must be positive, got {o.lr}")
+    need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+
 
 @dataclass
 class AdamConf:
@@ -80,6 +110,12 @@ class AdamConf:
     betas: list[float] = key(help="Adam's two decay rates, each in [0, 1)", factory=lambda: [0.9, 0.999])
     weight_decay: float = key(0.0, "L2 penalty (AdamW: decoupled weight decay)")
     fused: bool = key(True, "torch's fused kernel: one element-wise pass over all members' tensors")
+
+    @staticmethod
+    def check(o: DictConfig, need: Need) -> None:
+        _check_step(o, need)
+        need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+             f"optimizer.betas must be two numbers in [0, 1), got {list(o.betas)}")
 
 
 @dataclass
@@ -98,11 +134,19 @@ class SGDConf:
     weight_decay: float = key(0.0, "L2 penalty")
     fused: bool = key(True, "torch's fused kernel")
 
+    @staticmethod
+    def check(o: DictConfig, need: Need) -> None:
+        _check_step(o, need)
+
 
 @dataclass
 class ConstantConf:
     _target_: str = "neuralforge.schedules.constant"
     _partial_: bool = True
+
+    @staticmethod
+    def check(node: DictConfig, need: Need) -> None:
+        pass
 
 
 @dataclass
@@ -111,6 +155,11 @@ class CosineConf:
     _partial_: bool = True
     warmup: float = key(0.0, "linear warm-up, as a fraction of all steps, in [0, 1)")
     final_lr_ratio: float = key(0.0, "the last step's learning rate as a fraction of optimizer.lr, in [0, 1]")
+
+    @staticmethod
+    def check(sc: DictConfig, need: Need) -> None:
+        need(0 <= sc.warmup < 1, f"scheduler.warmup is a fraction of all steps, in [0, 1); got {sc.warmup}")
+        need(0 <= sc.final_lr_ratio <= 1, f"scheduler.final_lr_ratio must be in [0, 1], got {sc.final_lr_ratio}")
 
 
 @dataclass
@@ -121,6 +170,11 @@ class OneCycleConf:
     pct_start: float = key(0.25, "fraction of the steps spent rising to max_lr")
     div_factor: float = key(25.0, "the first learning rate is max_lr / div_factor")
     final_div_factor: float = key(1e4, "the last learning rate is the first / final_div_factor")
+
+    @staticmethod
+    def check(sc: DictConfig, need: Need) -> None:
+        for name in ("div_factor", "final_div_factor"):
+            need(sc[name] > 0, f"scheduler.{name} must be positive, got {sc[name]}")
 
 
 @dataclass
@@ -155,13 +209,16 @@ class Config:
     seed: int = key(0, "the master seed: every seeds.* source follows it unless set")
     seeds: SeedsConf = field(default_factory=SeedsConf)
     n_seeds: int = key(1, "train seeds seed..seed+n_seeds-1 together in one process, each with its own folder")
+    allow_targets: list[str] = key(help="instantiate() patterns a config may name besides the harness's own, e.g. "
+                                        "[mypkg.*]", factory=list)
     seeds_per_trial: Optional[int] = key(None, "seeds each Optuna trial averages (set by the search presets, with "
                                                "n_seeds: ${seeds_per_trial})")
     trial: Optional[int] = key(None, "the Optuna trial this run is (set by the sweeper)")
     device: str = key("auto", "auto, cpu, cuda, cuda:N or mps")
     threads: Optional[int] = key(None, "torch threads; null: all cores, shared among jobs that run at once")
-    matmul_precision: str = key(ADDED_LATER["matmul_precision"], "torch.set_float32_matmul_precision: highest (float32), high, or medium "
-                                           "(lets CPUs with AMX round products' factors to bfloat16)")
+    matmul_precision: str = key(ADDED_LATER["matmul_precision"], "torch.set_float32_matmul_precision: highest "
+                                                                 "(float32), high, or medium (lets CPUs with AMX "
+                                                                 "round products' factors to bfloat16)")
 
 
 SCHEMA_GROUP = "schema"  # YAML options extend their schema with `- /schema/<group>/<name>@_here_`
@@ -190,14 +247,18 @@ def register() -> None:
 register()
 
 
+def schema_of(node: DictConfig) -> type | None:
+    """The schema of a model, optimizer or scheduler node, by its _target_ (None: a model of one's own)."""
+    return next((c for _, _, c in SCHEMAS if getattr(c, "_target_", None) == node.get("_target_")), None)
+
+
 def _unknown_keys(cfg: DictConfig) -> list[str]:
     """Keys that `+key=value` added past the schema: Hydra lets `+` append to any node."""
-    by_target = {c._target_: c for _, _, c in SCHEMAS if hasattr(c, "_target_")}
     sections: list[tuple[str, Any, type]] = [("", cfg, Config), ("data.", cfg.data, DataConf),
                                              ("data.augment.", cfg.data.augment, AugmentConf),
                                              ("trainer.", cfg.trainer, TrainerConf), ("seeds.", cfg.seeds, SeedsConf)]
     for group in ("model", "optimizer", "scheduler"):
-        schema = by_target.get(cfg[group].get("_target_"))
+        schema = schema_of(cfg[group])
         if schema is not None:
             sections.append((f"{group}.", cfg[group], schema))
     return [f"{prefix}{key}" for prefix, node, schema in sections
@@ -214,35 +275,33 @@ def validate(cfg: DictConfig) -> None:
     unknown = [k for k in _unknown_keys(cfg) if k != "hydra"]
     need(not unknown, f"unknown key {', '.join(unknown)}: check its spelling (python run.py --cfg job lists the keys)")
 
-    m, t, o = cfg.model, cfg.trainer, cfg.optimizer
-    widths = list(m.hidden) if OmegaConf.is_list(m.hidden) else [m.hidden]
-    if "channels" in m:
-        widths = list(m.channels) + ([m.hidden] if m.hidden else [])
-        need(m.kernel > 0 and m.kernel % 2 == 1, f"model.kernel must be a positive odd number, got {m.kernel}")
-        need(m.pool in ("max", "avg", "stride"), f"model.pool must be max, avg or stride, got {m.pool!r}")
-        need(len(m.channels) <= 4, f"model.channels: at most 4 pooled blocks fit 28x28 images, got {len(m.channels)}")
-    need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
-    need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
-    need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    t = cfg.trainer
+    need(isinstance(cfg.model.get("_target_"), str), "model._target_ is missing: name the model's class or factory, "
+                                                     "e.g. model._target_=mypkg.Net")
+    # each schema checks its own keys; a model of one's own is checked by running it (engine.Run.setup)
+    for group in ("model", "optimizer", "scheduler"):
+        schema = schema_of(cfg[group])
+        if schema is not None:
+            schema.check(cfg[group], need)
     need(t.batch_size > 0, f"trainer.batch_size must be positive, got {t.batch_size}")
     need(t.eval_batch_size > 0, f"trainer.eval_batch_size must be positive, got {t.eval_batch_size}")
     need(t.epochs > 0, f"trainer.epochs must be positive, got {t.epochs}")
     need(t.patience is None or t.patience > 0, f"trainer.patience must be positive or null, got {t.patience}")
     need(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
-    need(o.lr > 0, f"optimizer.lr must be positive, got {o.lr}")
-    need(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
-    if "betas" in o:
-        need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
-             f"optimizer.betas must be two numbers in [0, 1), got {list(o.betas)}")
-    for key in ("div_factor", "final_div_factor"):
-        if key in cfg.scheduler:
-            need(cfg.scheduler[key] > 0, f"scheduler.{key} must be positive, got {cfg.scheduler[key]}")
-    need(cfg.data.std > 0, f"data.std must be positive, got {cfg.data.std}")
-    if "warmup" in cfg.scheduler:
-        need(0 <= cfg.scheduler.warmup < 1,
-             f"scheduler.warmup is a fraction of all steps, in [0, 1); got {cfg.scheduler.warmup}")
-        need(0 <= cfg.scheduler.final_lr_ratio <= 1,
-             f"scheduler.final_lr_ratio must be in [0, 1], got {cfg.scheduler.final_lr_ratio}")
+    d = cfg.data
+    for key in ("mean", "std"):
+        value = d[key]
+        numbers = list(value) if OmegaConf.is_list(value) else [value]
+        is_number = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers]
+        need(value is None or (numbers and all(is_number)),
+             f"data.{key} must be a number, a list of one per channel, or null (computed from the training images); "
+             f"got {value}")
+    need(d.std is None or all(v > 0 for v in (list(d.std) if OmegaConf.is_list(d.std) else [d.std])),
+         f"data.std must be positive, got {d.std}")
+    need(d.name != "tensors" or d.path is not None, "data=tensors needs data.path=<file.npz|file.pt>")
+    need(d.num_classes is None or d.num_classes > 1, f"data.num_classes must be at least 2, got {d.num_classes}")
+    need(all(isinstance(p, str) and p for p in cfg.allow_targets),
+         f"allow_targets holds patterns such as mypkg.*, got {list(cfg.allow_targets)}")
     need(cfg.data.val_size >= 0, f"data.val_size must be >= 0, got {cfg.data.val_size}")
     need(cfg.data.augment.shift >= 0, f"data.augment.shift must be >= 0, got {cfg.data.augment.shift}")
     need(cfg.trial is None or cfg.data.val_size > 0,
@@ -270,7 +329,9 @@ def resolve(cfg: DictConfig, *, threads: int, device: str) -> dict[str, Any]:
     spec = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert isinstance(spec, dict)
     spec.pop("hydra", None)
-    spec["data"]["root"] = os.path.abspath(os.path.expanduser(spec["data"]["root"]))
+    for key in ("root", "path"):
+        if spec["data"].get(key) is not None:
+            spec["data"][key] = os.path.abspath(os.path.expanduser(spec["data"][key]))
     spec["threads"] = threads
     spec["device"] = device
     return spec
@@ -280,13 +341,25 @@ def fingerprint(spec: dict[str, Any]) -> str:
     """A hash of everything that decides a run's numbers (the thread count included)."""
     kept = copy.deepcopy(spec)
     for dotted in NOT_FINGERPRINTED:
-        section, key = dotted.split(".")
-        kept.get(section, {}).pop(key, None)
-    for key, old in ADDED_LATER.items():
-        if kept.get(key) == old:
-            del kept[key]
+        _pop(kept, dotted)
+    for dotted, old in ADDED_LATER.items():
+        _pop(kept, dotted, only_if=old)
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_ANY = object()
+
+
+def _pop(tree: dict[str, Any], dotted: str, only_if: Any = _ANY) -> None:
+    """Delete the key at a dotted path, if there (and, given only_if, if it holds that value)."""
+    *parents, key = dotted.split(".")
+    for name in parents:
+        tree = tree.get(name)
+        if not isinstance(tree, dict):
+            return
+    if key in tree and (only_if is _ANY or tree[key] == only_if):
+        del tree[key]
 
 
 def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

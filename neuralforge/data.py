@@ -1,9 +1,11 @@
 """Datasets as normalized tensors on the training device, their validation split, and
 batched augmentation.
 
-torchvision's dataset classes read (and download) the files. torchvision only checks that
-the files exist, so the IDX structure is checked here first: a corrupt file gets an error that
-names it instead of a reshape failure deep inside torch.
+torchvision's dataset classes read (and download) MNIST, Fashion-MNIST, KMNIST, CIFAR-10,
+CIFAR-100 and SVHN; a dataset of one's own is one file (data=tensors, see tensorfile.py).
+torchvision checks the MNIST family's files only for existence, so their IDX structure is
+checked here first: a corrupt file gets an error that names it instead of a reshape failure
+deep inside torch. It checks CIFAR's and SVHN's files against their md5 itself.
 """
 
 from __future__ import annotations
@@ -13,21 +15,29 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
+from neuralforge import tensorfile
 from neuralforge.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DATASETS = {
+DATASETS = {  # the MNIST family: 28x28 grey images of 10 classes, in IDX files
     "mnist": datasets.MNIST,
     "fashion_mnist": datasets.FashionMNIST,
     "kmnist": datasets.KMNIST,
 }
+COLOUR_DATASETS = {  # 32x32 RGB images, in the files torchvision downloads
+    "cifar10": datasets.CIFAR10,
+    "cifar100": datasets.CIFAR100,
+    "svhn": datasets.SVHN,
+}
+TENSORS = "tensors"
 FILES = {  # the same four names for the whole 28x28 family
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -40,13 +50,13 @@ NUM_CLASSES = 10
 
 @dataclass
 class Tensors:
-    train_x: torch.Tensor  # (N, 1, 28, 28) float, normalized: the pool the validation split comes from
+    train_x: torch.Tensor  # (N, C, H, W) float, normalized: the pool the validation split comes from
     train_y: torch.Tensor  # (N,) int64
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
     checksums: dict[str, str]  # file name -> sha256
-    background: float  # the normalized value of a black pixel, used to fill shifted-in borders
+    background: tuple[float, ...]  # per channel, the normalized value of a black pixel: fills shifted-in borders
 
 
 def raw_folder(name: str, root: str) -> Path:
@@ -82,7 +92,7 @@ def check_idx(path: Path, magic: int, num_classes: int = NUM_CLASSES) -> tuple[t
     return dims, hashlib.sha256(blob).hexdigest()
 
 
-def check_files(name: str, root: str) -> dict[str, str]:
+def check_idx_files(name: str, root: str) -> dict[str, str]:
     folder = raw_folder(name, root)
     processed = folder.parent / "processed"
     if (processed / "training.pt").exists() and (processed / "test.pt").exists():
@@ -101,17 +111,54 @@ def check_files(name: str, root: str) -> dict[str, str]:
     return checksums
 
 
-def ensure_files(name: str, root: str, download: bool) -> None:
-    folder = raw_folder(name, root)
-    missing = [f for f in FILES.values() if not (folder / f).exists()]
-    if not missing:
+def dataset_files(d: dict[str, Any]) -> list[Path]:
+    """The files the dataset of data config `d` is read from."""
+    name, root = d["name"], Path(d["root"])
+    if name in DATASETS:
+        return [raw_folder(name, root) / f for f in FILES.values()]
+    if name == "svhn":
+        return [root / datasets.SVHN.split_list[split][1] for split in ("train", "test")]
+    if name in COLOUR_DATASETS:
+        cls = COLOUR_DATASETS[name]
+        return [root / cls.base_folder / f for f, _ in (*cls.train_list, *cls.test_list)] + \
+            [root / cls.base_folder / cls.meta["filename"]]
+    if name == TENSORS:
+        return [Path(d["path"])]
+    raise DataError(f"data.name={name!r} is unknown: use one of {', '.join([*DATASETS, *COLOUR_DATASETS, TENSORS])}")
+
+
+def location(d: dict[str, Any]) -> str:
+    """Where the data config says the files are, as the key to change."""
+    return f"data.path={d['path']}" if d["name"] == TENSORS else f"data.root={d['root']}"
+
+
+def check_files(d: dict[str, Any]) -> dict[str, str]:
+    """The sha256 of each of the dataset's files, once the MNIST family's are checked."""
+    if d["name"] in DATASETS:
+        return check_idx_files(d["name"], d["root"])
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in dataset_files(d)}
+
+
+def _open(name: str, root: str, train: bool, download: bool) -> Any:
+    """torchvision's dataset object for one split."""
+    if name == "svhn":
+        return datasets.SVHN(root, split="train" if train else "test", download=download)
+    return {**DATASETS, **COLOUR_DATASETS}[name](root, train=train, download=download)
+
+
+def ensure_files(d: dict[str, Any]) -> None:
+    name, root, download = d["name"], d["root"], d["download"]
+    files = dataset_files(d)
+    missing = [f.name for f in files if not f.exists()]
+    if not missing or name == TENSORS:  # a missing tensors file is tensorfile's to report
         return
+    folder = files[0].parent
     if download:
         log.info("Downloading %s into %s", name, root)
         created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
         try:
             for train in (True, False):
-                DATASETS[name](root, train=train, download=True)
+                _open(name, root, train, download=True)
             return
         except Exception as err:  # torchvision raises URLError, RuntimeError, OSError, ...
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
@@ -122,27 +169,82 @@ def ensure_files(name: str, root: str, download: bool) -> None:
                     path.rmdir()
     else:
         reason = "data.download=false"
+    where = f"the one holding {folder.relative_to(root)}/" if folder != Path(root) else "the one holding them"
     raise DataError(f"{name} files not found in {folder} (missing {', '.join(missing)}) and {reason}. "
-                    f"Point data.root=/path/to/folder (the one holding {folder.parent.name}/raw/) "
-                    f"or set NEURALFORGE_DATA.")
+                    f"Point data.root=/path/to/folder ({where}) or set NEURALFORGE_DATA.")
 
 
-def load(name: str, root: str, mean: float, std: float, device: torch.device, download: bool = True) -> Tensors:
-    if name not in DATASETS:
-        raise DataError(f"data.name={name!r} is unknown: use one of {', '.join(DATASETS)}")
-    ensure_files(name, root, download)
-    checksums = check_files(name, root)
-    cls = DATASETS[name]
-    train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
+def test_labels(d: dict[str, Any]) -> np.ndarray:
+    """The test labels of the dataset of data config `d`, from its files, as they are now."""
+    if d["name"] == TENSORS:
+        return tensorfile.read(d["path"], d.get("num_classes"))[0]["test_y"].numpy()
+    try:
+        ds = _open(d["name"], d["root"], train=False, download=False)
+    except RuntimeError as err:  # missing or corrupt
+        raise DataError(f"{d['name']} test files in {d['root']}: {err}") from None
+    return np.asarray(ds.labels if d["name"] == "svhn" else ds.targets, dtype=np.int64)
 
-    def to_device(images: torch.Tensor) -> torch.Tensor:
-        x = images.to(device=device, dtype=torch.float32).div_(255).sub_(mean).div_(std)
-        return x.unsqueeze(1).contiguous()
 
+def load(d: dict[str, Any], device: torch.device) -> Tensors:
+    """The dataset of data config `d`, normalized by data.mean and data.std, or, where those are
+    null, by the training images' own mean and standard deviation per channel."""
+    ensure_files(d)
+    name, root = d["name"], d["root"]
+    if name == TENSORS:  # read, and so checked, before it is hashed
+        arrays, num_classes = tensorfile.read(d["path"], d["num_classes"])
+        checksums = check_files(d)
+    else:
+        checksums = check_files(d)  # the MNIST family's IDX structure, before torchvision reads it
+        splits = {}
+        for split in ("train", "test"):
+            try:
+                splits[split] = _open(name, root, split == "train", download=False)
+            except RuntimeError as err:  # torchvision's md5 check of CIFAR and SVHN
+                raise DataError(f"{name} files in {dataset_files(d)[0].parent} are corrupt or incomplete ({err}). "
+                                f"Delete them to download them again, or point data.root elsewhere.") from None
+        arrays = {}
+        for split, ds in splits.items():
+            x = torch.as_tensor(np.asarray(ds.data))
+            if name in DATASETS:  # (N, H, W)
+                x = x.unsqueeze(1)
+            elif name != "svhn":  # CIFAR's (N, H, W, C); SVHN's is (N, C, H, W) already
+                x = x.permute(0, 3, 1, 2)
+            arrays[f"{split}_x"] = x
+            arrays[f"{split}_y"] = torch.as_tensor(np.asarray(ds.labels if name == "svhn" else ds.targets))
+        num_classes = NUM_CLASSES if name != "cifar100" else 100
+    return normalized(arrays, d["mean"], d["std"], num_classes, checksums, device)
+
+
+def normalized(arrays: dict[str, torch.Tensor], mean: Any, std: Any, num_classes: int,
+               checksums: dict[str, str], device: torch.device) -> Tensors:
+    """Images (N, C, H, W), uint8 (scaled by 1/255) or float, as normalized float32 on `device`."""
+
+    def scaled(images: torch.Tensor) -> torch.Tensor:
+        x = images.to(device=device, dtype=torch.float32)
+        return x.div_(255) if images.dtype == torch.uint8 else x
+
+    train_x, test_x = scaled(arrays["train_x"]), scaled(arrays["test_x"])
+    channels = train_x.shape[1]
+    for key, value in (("mean", mean), ("std", std)):
+        if isinstance(value, (list, tuple)) and len(value) != channels:
+            raise DataError(f"data.{key} gives {len(value)} values for images of {channels} channels: give one, "
+                            f"{channels}, or null")
+    if mean is None:
+        mean = train_x.mean(dim=(0, 2, 3)).tolist()
+    if std is None:
+        std = train_x.std(dim=(0, 2, 3), correction=0).clamp_min(1e-6).tolist()
+    if any(isinstance(v, (list, tuple)) and len(set(v)) > 1 for v in (mean, std)):
+        m, s = (torch.tensor(v, device=device).view(-1, 1, 1) for v in (mean, std))
+    else:  # one number: the scalar operations that have always normalized MNIST
+        m, s = (float(v[0]) if isinstance(v, (list, tuple)) else float(v) for v in (mean, std))
+    for x in (train_x, test_x):
+        x.sub_(m).div_(s)
+    means = torch.as_tensor(mean, dtype=torch.float64).expand(channels)
+    stds = torch.as_tensor(std, dtype=torch.float64).expand(channels)
     return Tensors(
-        train_x=to_device(train.data), train_y=train.targets.to(device),
-        test_x=to_device(test.data), test_y=test.targets.to(device),
-        num_classes=NUM_CLASSES, checksums=checksums, background=(0 - mean) / std,
+        train_x=train_x.contiguous(), train_y=arrays["train_y"].long().to(device),
+        test_x=test_x.contiguous(), test_y=arrays["test_y"].long().to(device),
+        num_classes=num_classes, checksums=checksums, background=tuple(((0 - means) / stds).tolist()),
     )
 
 
@@ -154,19 +256,34 @@ def split(n: int, val_size: int, generator: torch.Generator) -> tuple[torch.Tens
     return perm[val_size:], perm[:val_size]
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generators: list[torch.Generator], fill: float) -> torch.Tensor:
-    """Translate each image by its own (dy, dx) in [-max_shift, max_shift], filling with `fill`.
+def random_shift(x: torch.Tensor, max_shift: int, generators: list[torch.Generator],
+                 fill: tuple[float, ...]) -> torch.Tensor:
+    """Translate each image by its own (dy, dx) in [-max_shift, max_shift], filling channel c
+    with fill[c].
 
-    x is (K, B, C, H, W): member k draws its B shifts from generators[k], so a member of a
-    group sees the same shifts as the same seed trained alone.
+    x is (K, B, C, H, W), of any image size: member k draws its B shifts from generators[k],
+    so a member of a group sees the same shifts as the same seed trained alone.
     """
     K, B, C, H, W = x.shape
     s = max_shift
     shifts = torch.stack([torch.randint(-s, s + 1, (B, 2), generator=g, device=g.device) for g in generators])
     shifts = shifts.to(x.device).view(K * B, 1, 2)
-    padded = F.pad(x.reshape(K * B, C, H, W), (s, s, s, s), value=fill).view(K * B, C, -1)
+    flat = x.reshape(K * B, C, H, W)
+    if len(set(fill)) == 1:
+        padded = F.pad(flat, (s, s, s, s), value=fill[0])
+    else:
+        padded = torch.cat([F.pad(flat[:, c:c + 1], (s, s, s, s), value=v) for c, v in enumerate(fill)], 1)
+    padded = padded.view(K * B, C, -1)
     # out[i, j] = in[i - dy, j - dx]: one flat gather index per output pixel
     rows = torch.arange(H, device=x.device).view(1, H, 1) + s - shifts[..., :1]
     cols = torch.arange(W, device=x.device).view(1, 1, W) + s - shifts[..., 1:]
     index = (rows * (W + 2 * s) + cols).view(K * B, 1, H * W).expand(K * B, C, H * W)
     return padded.gather(2, index).view(K, B, C, H, W)
+
+
+def random_flip(x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """Mirror each image left to right with probability 1/2; x is (K, B, C, H, W), member k
+    drawing its B coins from generators[k] (after its shifts, when both are on)."""
+    K, B = x.shape[:2]
+    coins = torch.stack([torch.rand(B, generator=g, device=g.device) for g in generators]).to(x.device)
+    return torch.where((coins < 0.5).view(K, B, 1, 1, 1), x.flip(-1), x)

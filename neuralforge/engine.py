@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,11 +22,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import nn
 from tqdm import tqdm
 
-from neuralforge import checkpoint, data, hardware, records
+from neuralforge import checkpoint, data, functional, hardware, models, records
 from neuralforge.config import differences, fingerprint, member_spec, resolve, validate
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DiskFullError, DivergedError,
                                 NeuralForgeError)
@@ -34,8 +37,10 @@ from neuralforge.seeding import group_generators
 
 log = logging.getLogger("neuralforge")
 
-# Targets that model, optimizer and scheduler configs may name: instantiate() refuses anything else.
-EXECUTION_WHITELIST = ["neuralforge.models.*", "neuralforge.schedules.*", "torch.optim.*"]
+# Targets that model, optimizer and scheduler configs may name: instantiate() refuses anything
+# else, except the patterns a config adds in allow_targets. torch.nn's modules build layers
+# and nothing else: a model of one's own may be an nn.Sequential in YAML, or return one.
+EXECUTION_WHITELIST = ["neuralforge.models.*", "neuralforge.schedules.*", "torch.optim.*", "torch.nn.*"]
 
 
 @dataclass
@@ -67,8 +72,21 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
         return run.go()
 
 
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    return instantiate(node, _convert_="all", _execution_whitelist_=EXECUTION_WHITELIST, **kwargs)
+def build(node: DictConfig, allow: Sequence[str] = (), **kwargs: Any) -> Any:
+    """instantiate() under the execution whitelist extended by `allow` (the config's allow_targets)."""
+    try:
+        return instantiate(node, _convert_="all", _execution_whitelist_=[*EXECUTION_WHITELIST, *allow], **kwargs)
+    except InstantiationException as err:
+        target = node.get("_target_")
+        why = " ".join(line.strip().rstrip(".") + "." for line in str(err).splitlines() if line.strip())
+        # Hydra names the target it refused: the config's own, or one that it returns or nests
+        refused = re.search(r"Target '([\w.]+)'.* not in the Hydra execution whitelist", why)
+        if refused is None:
+            raise ConfigError(f"cannot build {target}: {why}") from None
+        name = refused.group(1)
+        raise ConfigError(f"{name}{'' if name == target else f' (from {target})'} is not among the targets a "
+                          f"config may name: add its package to allow_targets, e.g. "
+                          f"allow_targets='[{name.split('.')[0]}.*]'") from None
 
 
 def gather(X: torch.Tensor, Y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,17 +178,17 @@ class Run:
 
     def complete_score(self, existing: list[dict[str, Any]]) -> float:
         """The objective of a group whose members are all complete, reported, not retrained."""
-        # data.root is not fingerprinted (the same files may move): files there must be the
-        # run's own. None there (deleted after training), nothing is compared or downloaded.
+        # data.root and data.path are not fingerprinted (the same files may move): files there
+        # must be the run's own. None there (deleted after training), nothing is compared or downloaded.
         d = self.spec["data"]
         try:
-            checksums = data.check_files(d["name"], d["root"])
+            checksums = data.check_files(d)
         except (DataError, OSError):  # missing or unreadable
             checksums = None
         for folder, rec in zip(self.folders, existing):
             if checksums and (rec.get("provenance") or {}).get("dataset_sha256", checksums) != checksums:
-                raise ConfigError(f"{folder} holds a complete run on other data files than those in {d['root']} "
-                                  f"(their sha256 differ). Point data.root at that run's files, or choose "
+                raise ConfigError(f"{folder} holds a complete run on other data files than {data.location(d)} "
+                                  f"(their sha256 differ). Point it at that run's files, or choose "
                                   f"another hydra.run.dir / hydra.sweep.dir.")
         score = float(np.mean([rec["metrics"][self.selection] for rec in existing]))
         log.info("Skipped: run already complete in %s (%s %.2f%%)", self.dir, self.selection, 100 * score)
@@ -187,10 +205,10 @@ class Run:
 
     def resume(self, ckpt: dict[str, Any], existing: list[dict[str, Any] | None]) -> None:
         last = self.dir / LAST
-        # data.root is not fingerprinted (the same files may move): the files themselves must match
+        # data.root and data.path are not fingerprinted (the same files may move): the files themselves must match
         if ckpt.get("data", self.data.checksums) != self.data.checksums:
-            raise CheckpointError(f"{last} was trained on other data files than those in {self.spec['data']['root']} "
-                                  f"(their sha256 differ). Point data.root at the first run's files.")
+            raise CheckpointError(f"{last} was trained on other data files than {data.location(self.spec['data'])} "
+                                  f"(their sha256 differ). Point it at the first run's files.")
         self.restore(ckpt)
         # members whose final records are on disk keep them as written (by that process,
         # with its provenance); only a record the checkpoint has overtaken is written again
@@ -207,17 +225,14 @@ class Run:
     def setup(self) -> None:
         cfg, spec, K = self.cfg, self.spec, self.K
         d = spec["data"]
-        self.data = data.load(d["name"], d["root"], d["mean"], d["std"], self.device, d["download"])
+        self.data = data.load(d, self.device)
         self.gens = group_generators([s["seeds"] for s in self.specs], self.device)
         n = len(self.data.train_y)
         splits = [data.split(n, d["val_size"], g) for g in self.gens["split"]]
         self.train_idx = torch.stack([s[0] for s in splits]).to(self.device)
         self.val_idx = torch.stack([s[1] for s in splits]).to(self.device)
 
-        self.model = build(cfg.model, in_shape=tuple(self.data.train_x.shape[1:]),
-                           num_classes=self.data.num_classes, members=K)
-        self.model.reset_parameters(self.gens["init"])
-        self.model.to(self.device)
+        self.model = self.build_model()
         if spec["trainer"]["init_from"]:
             checkpoint.load_weights(self.model, Path(spec["trainer"]["init_from"]))
         self.n_params = sum(p[0].numel() for p in self.model.parameters())
@@ -226,8 +241,9 @@ class Run:
         self.steps = math.ceil(self.train_idx.shape[1] / t["batch_size"])
         self.params = list(self.model.parameters())
         try:
-            self.optimizer = build(cfg.optimizer)(self.params)
-            self.scheduler = build(cfg.scheduler)(self.optimizer, total_steps=t["epochs"] * self.steps)
+            self.optimizer = build(cfg.optimizer, cfg.allow_targets)(self.params)
+            self.scheduler = build(cfg.scheduler, cfg.allow_targets)(self.optimizer,
+                                                                     total_steps=t["epochs"] * self.steps)
         except ValueError as err:  # torch's own checks, e.g. betas or pct_start out of range
             raise ConfigError(f"optimizer or scheduler setting refused by torch: {err}") from None
         self.members = [Member() for _ in range(K)]
@@ -236,6 +252,23 @@ class Run:
         self.provenance = records.provenance(str(self.device), hardware.device_name(self.device),
                                              spec["threads"], self.data.checksums)
         records.keep_source_diff(self.dir, self.provenance)
+
+    def build_model(self) -> nn.Module:
+        """A built-in stacked model as it is; any other nn.Module as K members through torch.func,
+        run once on two training images before anything trains."""
+        node, allow = self.cfg.model, self.cfg.allow_targets
+        in_shape, num_classes = tuple(self.data.train_x.shape[1:]), self.data.num_classes
+        with torch.random.fork_rng(devices=[]):  # building the partial may build nested modules
+            factory = build(node, allow, _partial_=True).func  # the target, past the whitelist
+        if isinstance(factory, type) and issubclass(factory, models.Stacked):
+            model = build(node, allow, in_shape=in_shape, num_classes=num_classes, members=self.K)
+            model.reset_parameters(self.gens["init"])
+            return model.to(self.device)
+        extra = functional.shape_args(factory, list(node), in_shape, num_classes)
+        model = functional.build(lambda: build(node, allow, **extra), [s["seeds"]["init"] for s in self.specs],
+                                 in_shape).to(self.device)
+        functional.check(model, self.data.train_x[:2], num_classes, node._target_)
+        return model
 
     def state(self) -> dict[str, Any]:
         return {
@@ -297,7 +330,7 @@ class Run:
 
     def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         t, d = self.spec["trainer"], self.spec["data"]
-        B, K, shift = t["batch_size"], self.K, d["augment"]["shift"]
+        B, K, shift, flip = t["batch_size"], self.K, d["augment"]["shift"], d["augment"]["flip"]
         X, Y = self.data.train_x, self.data.train_y
         perms = torch.stack([torch.randperm(self.train_idx.shape[1], generator=g) for g in self.gens["order"]])
         order = torch.gather(self.train_idx, 1, perms.to(self.device))
@@ -308,6 +341,8 @@ class Run:
             x, y = gather(X, Y, order[:, s * B:(s + 1) * B])
             if shift:
                 x = data.random_shift(x, shift, self.gens["augment"], self.data.background)
+            if flip:
+                x = data.random_flip(x, self.gens["augment"])
             logits = self.model(x, self.gens["dropout"])
             loss = member_loss(logits, y, t["label_smoothing"])
             # not optimizer.zero_grad(), which took 45 us a step in this loop against 6 us
@@ -393,6 +428,7 @@ class Run:
                 "overrides": self.overrides,
                 "group": {"size": self.K, "member": k, "folder": str(self.dir.resolve())},
                 "n_params": self.n_params,
+                "dropout_masks": self.model.dropout_masks,
                 "timing": {"started": self.started, "heartbeat": now, "wall_seconds": wall,
                            "seconds_per_epoch": float(np.mean([r["seconds"] for r in m.history]))
                            if m.history else None},

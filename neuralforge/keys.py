@@ -23,7 +23,7 @@ class Role:
     searchable: bool = True  # may be a swept or searched key
     # a key added after runs were already written: hashed only when set to another value than
     # this one, which computes what those runs computed, so that their folders still resume
-    added_later_at: Any = None
+    added_later_at: Any = ...  # ...: not added later
 
 
 # where things are, or what is kept: a run moved to another data folder is the same run
@@ -35,6 +35,8 @@ SEED = Role(tells_configs_apart=False)
 
 ROLES: dict[str, Role] = {
     "data.root": WHERE,
+    "data.path": WHERE,  # the file's sha256 is checked instead, as the dataset files' are
+    "allow_targets": WHERE,  # what may run, not what is computed
     "data.download": WHERE,
     "trainer.keep_last": WHERE,
     # fingerprinted (the last bits of float sums change), but out of folder names: a sweep
@@ -47,6 +49,8 @@ ROLES: dict[str, Role] = {
     # the Optuna trial's number: two trials that drew the same values are repeats
     "trial": Role(tells_configs_apart=False, may_change_on_relaunch=True, searchable=False),
     "matmul_precision": Role(added_later_at="highest"),
+    "data.augment.flip": Role(added_later_at=False),
+    "data.num_classes": Role(added_later_at=None),
     **{k: SEED for k in SEED_KEYS},
 }
 # choices of the defaults list that a command line names (+experiment=widths): not config keys,
@@ -74,7 +78,7 @@ NOT_IN_FOLDER_NAMES = keys_where(names_folder=False)
 NOT_A_CONFIG = frozenset(k for k in keys_where(tells_configs_apart=False) if k not in SEED_KEYS)
 RELAUNCH_MAY_CHANGE = keys_where(may_change_on_relaunch=True)
 NOT_SEARCHABLE = keys_where(searchable=False)
-ADDED_LATER = {k: r.added_later_at for k, r in ROLES.items() if r.added_later_at is not None}
+ADDED_LATER = {k: r.added_later_at for k, r in ROLES.items() if r.added_later_at is not ...}
 
 
 def is_seed_key(key: str) -> bool:

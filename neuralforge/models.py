@@ -1,8 +1,9 @@
-"""Models that hold K independent members in stacked parameters.
+"""Models that hold K independent members in stacked parameters, written by hand.
 
 A single run is K = 1. Every parameter has a leading member axis, so K members train as
 batched matrix products, and an element-wise optimizer (Adam, AdamW, SGD) on the stacked
-tensors updates each member exactly as it would update that member alone.
+tensors updates each member exactly as it would update that member alone. Any other
+nn.Module gets the same form through torch.func (neuralforge.functional).
 """
 
 from __future__ import annotations
@@ -28,7 +29,19 @@ def member_dropout(h: torch.Tensor, p: float, generators: list[torch.Generator])
     return h * (u >= p).to(h.dtype).div_(1.0 - p)
 
 
-class MLP(nn.Module):
+class Stacked(nn.Module):
+    """The form the engine trains: `members` copies in parameters stacked on a leading axis,
+    initialised by reset_parameters (member k from generators[k]); forward(x, dropout_generators)
+    maps (K, B, *in_shape), one batch per member, or (B, *in_shape) shared by all, to (K, B, C).
+    A class of this form is built with in_shape, num_classes and members."""
+
+    dropout_masks = "own: member k draws from its seeds.dropout, as the same seed trained alone"
+
+    def reset_parameters(self, generators: list[torch.Generator]) -> None:
+        raise NotImplementedError
+
+
+class MLP(Stacked):
     def __init__(self, hidden: list[int], activation: str = "relu", dropout: float = 0.0, *,
                  in_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, members: int = 1):
         super().__init__()
@@ -71,7 +84,7 @@ class MLP(nn.Module):
         return h
 
 
-class CNN(nn.Module):
+class CNN(Stacked):
     """Conv blocks (conv, 2x2 pool or stride 2, batch norm, activation), then a hidden layer and the classifier.
 
     Members are the groups of one grouped convolution: the input is laid out (B, K*C, H, W),

@@ -82,7 +82,8 @@ def generate() -> str:
             for sub in fields(SeedsConf):
                 lines.append(f"| `seeds.{sub.name}` | {_show(sub.default)} | seed of {sub.metadata['help']} |")
             continue
-        lines.append(f"| `{name}` | {_show(f.default)} | {f.metadata.get('help', '')} |")
+        default = f.default_factory() if f.default_factory is not NO_DEFAULT else f.default
+        lines.append(f"| `{name}` | {_show(default)} | {f.metadata.get('help', '')} |")
     with initialize_config_dir(config_dir=str(CONF)):
         for group in GROUPS:
             raw = {o: OmegaConf.to_container(compose("config", overrides=[f"{group}={o}"])[group], resolve=False)

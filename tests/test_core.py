@@ -331,9 +331,9 @@ def test_diverging_run_is_recorded_failed_and_raises(make_cfg, tmp_path):
 def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
     x = torch.arange(2 * 3 * 784, dtype=torch.float32).view(2, 3, 1, 28, 28)
     gens = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]  # noqa: E731
-    a, b = data.random_shift(x, 2, gens(), fill=-1.0), data.random_shift(x, 2, gens(), fill=-1.0)
+    a, b = data.random_shift(x, 2, gens(), fill=(-1.0,)), data.random_shift(x, 2, gens(), fill=(-1.0,))
     assert torch.equal(a, b)
-    assert not torch.equal(a, data.random_shift(x, 2, [torch.Generator().manual_seed(9)] * 2, fill=-1.0))
+    assert not torch.equal(a, data.random_shift(x, 2, [torch.Generator().manual_seed(9)] * 2, fill=(-1.0,)))
     moved = 0
     for k in range(2):
         for i in range(3):
