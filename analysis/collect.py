@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError, NoCompleteRuns
 from neuralforge.liveness import run_state, without_record  # the sweep summary's rules too
-from neuralforge.records import COMPLETE, RESULTS
+from neuralforge.records import ADDED_LATER, COMPLETE, RESULTS
 
 MANIFEST = "manifest.json"
 # Keys that change where or how fast a run computes, not what: they split neither a config nor a seed
@@ -50,7 +50,8 @@ RUN_COLUMNS = ("status", *METRICS, "wall_seconds", "seconds_per_epoch", "n_param
 
 
 def is_seed_key(key: str) -> bool:
-    return key == "seed" or key.startswith("seeds.")
+    # init_perturb picks which initial weight a run perturbs: an index of repeats, as a seed is
+    return key in ("seed", "init_perturb") or key.startswith("seeds.")
 
 
 def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: float | None = None) -> pd.DataFrame:
@@ -179,8 +180,8 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
            "overrides": " ".join(rec.get("overrides") or []), "folder": folder}
     config = dict(_flatten(rec.get("config") or {}))
     if config:
-        # records from before the key existed computed at the one precision there was then
-        config.setdefault("matmul_precision", "highest")
+        for key, value in ADDED_LATER.items():  # records from before the key existed
+            config.setdefault(key, value)
         files = (rec.get("provenance") or {}).get("dataset_sha256")
         if files:
             # data.root is not part of a config (the same files may move), the files are: one

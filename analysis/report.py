@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, study as optuna_study, tables
+from analysis.anatomy import anatomy, has_anatomy
 from analysis.collect import collect, complete, describe_problems, problems
 from analysis.errors import AnalysisError
 from analysis.groups import group_keys, groups, show
@@ -32,6 +33,15 @@ EXPLAIN = {
                "power; paired_p: paired t-test on the n_pairs seeds both ran; *_holm: Holm-adjusted over the table.",
     "variance": "Variance components of a random-effects model over the crossed seed sources (ANOVA expected mean "
                 "squares); share: fraction of the total.",
+    "anatomy": "Each condition varies one source of randomness between its runs and holds the others fixed; all "
+               "varies every one. std_low/std_high: 95% bootstrap CI of std; share_of_all: std / all's std; "
+               "floor_std: the std test-set sampling alone would give (Jordan 2023); remainder_std = "
+               "sqrt(std² − floor²): spread between the functions learnt; churn: mean share of test examples two "
+               "runs of the condition label differently.",
+    "anatomy_pairs": "Run against run: the same seeds on 1 and 2 threads; each perturbed run against the unperturbed "
+                     "base; every two runs of all. identical: pairs with the same prediction on every test example; "
+                     "mean_abs_diff, max_abs_diff: |difference| of the metric; churn: mean share of test examples "
+                     "the two label differently.",
     "stability": "churn: mean pairwise share of test examples two runs label differently; kappa: mean pairwise "
                  "Cohen's kappa of per-example correctness; some_wrong / all_wrong: share of test examples that some "
                  "/ every run gets wrong; ensemble_acc: majority-vote accuracy.",
@@ -43,7 +53,8 @@ EXPLAIN = {
 FILES = ("report.md", "runs.csv", "problems.csv", "summary.md", "summary.csv", "noise_floor.csv", "optimism.csv",
          "expected_max.csv", "compare.md", "compare.csv", "variance.md", "variance.csv", "stability.md",
          "stability.csv", "churn.png", "distribution.png", "curves.png", "ecdf.png", "expected_max.png",
-         "optuna_history.png", "optuna_importances.png")
+         "optuna_history.png", "optuna_importances.png", "anatomy.md", "anatomy.csv", "anatomy_pairs.csv",
+         "anatomy.png")
 
 
 def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
@@ -148,6 +159,20 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
            "agreement between runs of a config")
         if matrices:
             figure("churn.png", lambda p: plots.churn(matrices, p), "pairwise disagreement heat map per config")
+
+    if has_anatomy(df):
+        found = anatomy(df, metric, seed)
+        csv("anatomy.csv", found.table, f"{metric} per anatomy condition")
+        sections = [markdown(found.table), EXPLAIN["anatomy"]]
+        if len(found.pairs):
+            csv("anatomy_pairs.csv", found.pairs, "distance between paired runs of the anatomy")
+            sections += ["## Distance between paired runs", markdown(found.pairs), EXPLAIN["anatomy_pairs"]]
+        sections += ["## Runs per config to tell two configs apart (80% power, 5% two-sided), from all's std",
+                     markdown(found.seeds_needed), *(f"- {n}" for n in found.notes)]
+        md("anatomy.md", f"Anatomy of run-to-run spread: {metric_name}", sections,
+           "spread per source of randomness, beside all and the noise floor")
+        figure("anatomy.png", lambda p: plots.anatomy(found.values, found.table, metric, p, seed),
+               "each condition's runs beside all's, noise floor marked")
 
     figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed), f"{metric} of every run, per config")
     figure("curves.png", lambda p: plots.learning_curves(runs, p, metric), "learning curves, mean ± std per config")

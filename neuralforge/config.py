@@ -19,9 +19,14 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from neuralforge import anatomy
 from neuralforge.errors import ConfigError
+from neuralforge.records import ADDED_LATER
 
 SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
+# What a group's members vary (`vary`), besides one seed source or several joined by "+":
+# every source at once, as a plain seed sweep does, or only the one-bit init perturbation.
+VARY_ALL, VARY_PERTURB = "all", "init_perturb"
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
@@ -29,9 +34,8 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_pr
 # Keys that say where things are or what to keep, not what is computed: a run moved to
 # another data folder, or told to delete last.pt, is still the same run.
 NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
-# Keys added after runs were already being written, at the value that computes what those runs
-# computed: hashed only when set otherwise, so the folders of earlier versions still resume.
-ADDED_LATER = {"matmul_precision": "highest"}
+# ADDED_LATER (keys added after runs were already being written) are hashed only when set
+# otherwise than that value, so the folders of earlier versions still resume.
 
 
 @dataclass
@@ -150,6 +154,8 @@ class Config:
     seed: int = 0
     seeds: SeedsConf = field(default_factory=SeedsConf)
     n_seeds: int = 1
+    vary: str = VARY_ALL  # what the members of a group differ in; see member_spec
+    init_perturb: int = 0  # k > 0: flip the lowest bit of one initial weight, chosen by k
     seeds_per_trial: Optional[int] = None
     trial: Optional[int] = None  # set by the Optuna sweeper: the trial this run is
     device: str = "auto"
@@ -176,6 +182,8 @@ def register() -> None:
     cs.store(name="schema", node=Config)
     for group, name, node in SCHEMAS:
         cs.store(group=group, name=name, node=node)
+    # the anatomy preset's sweep: the conditions the recipe can vary
+    OmegaConf.register_resolver("anatomy_conditions", anatomy.conditions, replace=True)
 
 
 register()
@@ -252,6 +260,16 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.matmul_precision in MATMUL_PRECISIONS,
          f"matmul_precision={cfg.matmul_precision!r} is unknown: use one of {', '.join(MATMUL_PRECISIONS)}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.init_perturb >= 0, f"init_perturb must be >= 0 (0: off), got {cfg.init_perturb}")
+    sources = varied_sources(cfg.vary)
+    need(cfg.vary in (VARY_ALL, VARY_PERTURB) or (sources and set(sources) <= set(SEED_SOURCES)),
+         f"vary={cfg.vary!r} is unknown: use {VARY_ALL}, {VARY_PERTURB}, or seed sources joined by + "
+         f"(of {', '.join(SEED_SOURCES)}), e.g. vary=init+order")
+    if cfg.n_seeds > 1 and cfg.vary != VARY_ALL:  # members differing only where nothing is drawn: copies
+        need("augment" not in sources or cfg.data.augment.shift > 0,
+             f"vary={cfg.vary} but data.augment.shift=0 draws no shifts: set data.augment.shift > 0 or vary another source")
+        need("dropout" not in sources or cfg.model.dropout > 0,
+             f"vary={cfg.vary} but model.dropout=0 draws no masks: set model.dropout > 0 or vary another source")
     for source in SEED_SOURCES:
         need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")
 
@@ -291,16 +309,41 @@ def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def differences(theirs: dict[str, Any], mine: dict[str, Any], shown: int = 4) -> str:
     """What differs between two resolved configs, as 'key: theirs there, mine here; ...'."""
     # a group's members hold shifted seeds: not shown, said only when nothing else differs
-    skip = {*NOT_FINGERPRINTED, "seed", *(f"seeds.{s}" for s in SEED_SOURCES)}
+    skip = {*NOT_FINGERPRINTED, "seed", "init_perturb", *(f"seeds.{s}" for s in SEED_SOURCES)}
     a, b = {**ADDED_LATER, **flat(theirs or {})}, {**ADDED_LATER, **flat(mine)}
     keys = sorted(k for k in {*a, *b} if k not in skip and a.get(k) != b.get(k))
     more = f"; {len(keys) - shown} more" if len(keys) > shown else ""
     return "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:shown]) + more or "its seeds differ"
 
 
+def varied_sources(vary: str) -> list[str]:
+    """The seed sources `vary` names: all five for "all", none for "init_perturb"."""
+    if vary == VARY_ALL:
+        return list(SEED_SOURCES)
+    return [] if vary == VARY_PERTURB else vary.split("+")
+
+
+def member_name(member: dict[str, Any]) -> str:
+    """A group member's folder name, after what tells the members apart: seed=5, init=5,
+    init+order=5 (the first source's seed), init_perturb=5."""
+    vary = member.get("vary", VARY_ALL)
+    if vary == VARY_ALL:
+        return f"seed={member['seed']}"
+    if vary == VARY_PERTURB:
+        return f"{vary}={member['init_perturb']}"
+    return f"{vary}={member['seeds'][varied_sources(vary)[0]]}"
+
+
 def member_spec(spec: dict[str, Any], k: int) -> dict[str, Any]:
-    """Member k of a group is the run with every seed shifted by k."""
+    """Member k of a group: with vary=all (the default) the run with every seed shifted by k;
+    otherwise only the named seed sources shifted by k, or only init_perturb raised by k, every
+    other source held at the group's own value."""
     member = copy.deepcopy(spec)
-    member["seed"] = spec["seed"] + k
-    member["seeds"] = {source: spec["seeds"][source] + k for source in SEED_SOURCES}
+    vary = spec.get("vary", VARY_ALL)
+    if vary == VARY_ALL:
+        member["seed"] = spec["seed"] + k
+    if vary == VARY_PERTURB:
+        member["init_perturb"] = spec["init_perturb"] + k
+    for source in varied_sources(vary):
+        member["seeds"][source] = spec["seeds"][source] + k
     return member

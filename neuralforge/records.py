@@ -29,6 +29,9 @@ RESULTS, HISTORY, PREDICTIONS = "results.json", "history.csv", "predictions.npy"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds")
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+# Config keys added after runs were already being written, at the value that computes what
+# those runs computed: a record without the key holds a run made at that value.
+ADDED_LATER = {"matmul_precision": "highest", "vary": "all", "init_perturb": 0}
 
 
 def atomic_write(path: Path, write, durable: bool = False) -> None:

@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
-from neuralforge import records
+from neuralforge import anatomy, records
 from neuralforge.liveness import run_state, without_record
 
 log = logging.getLogger("neuralforge.sweep")
@@ -92,7 +92,12 @@ class SweepCallback(Callback):
         if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         jobs = expected_jobs(config)
-        write_manifest(sweep_dir, jobs, kind="grid")
+        extra = {}
+        if "anatomy" in config.hydra.sweeper.params:
+            extra["left_out"] = anatomy.left_out(config.data.augment.shift, config.model.dropout)
+            for condition, why in extra["left_out"].items():
+                log.info("Anatomy: %s left out (%s)", condition, why)
+        write_manifest(sweep_dir, jobs, kind="grid", **extra)
         log.info("Sweep of %d jobs into %s", len(jobs), sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
