@@ -18,8 +18,8 @@ CONDITIONS = {
     "dropout": "seeds.dropout (the dropout masks)",
     "all": "every seed, as a plain seed sweep",
     "perturb": "one bit of one initial weight (init_perturb), no seed",
-    "threads_1": "every seed, on 1 thread",
-    "threads_2": "every seed, on 2 threads",
+    "threads_1": "nothing: the base run on 1 thread",
+    "threads_2": "nothing: the base run on 2 threads",
 }
 THREADS = ("threads_1", "threads_2")
 
