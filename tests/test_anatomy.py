@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from analysis import collect, report
 from analysis.__main__ import main
-from analysis.anatomy import anatomy
-from conftest import write_idx
+from analysis.anatomy import anatomy, has_anatomy
+from conftest import CONF, write_idx
 from neuralforge import records, sweeps
 from neuralforge.anatomy import CONDITIONS
 from neuralforge.config import SEED_SOURCES, fingerprint, resolve
@@ -89,8 +90,8 @@ def test_perturb_members_differ_from_the_base_in_one_element_by_one_ulp(make_cfg
             continue
         assert len(where) == 1
         i = int(where[0])
-        one_ulp = {torch.nextafter(alone[i], torch.tensor(d)) for d in (float("inf"), float("-inf"))}
-        assert member[i] in one_ulp
+        one_ulp = {torch.nextafter(alone[i], torch.tensor(d)).item() for d in (float("inf"), float("-inf"))}
+        assert member[i].item() in one_ulp
         flipped.add(i)
     assert len(flipped) == 3  # each k its own element
 
@@ -198,7 +199,7 @@ def test_analysis_anatomy_recovers_the_spreads_set_by_construction(synthetic_ana
     png = tmp_path / "anatomy.png"
     assert main(["anatomy", str(sweep), "-o", str(png)]) == 0
     out = capsys.readouterr()
-    assert png.stat().st_size > 0 and "| threads_1 vs threads_2, same seeds |" in out.out
+    assert png.stat().st_size > 0 and "| threads_1 vs threads_2, same seeds" in out.out
     assert "note: dropout: left out, model.dropout=0" in out.out and "repeat" not in out.err
     written = report(sweep, tmp_path / "report")
     assert {"anatomy.md", "anatomy.csv", "anatomy.png"} <= set(written["file"])
@@ -213,33 +214,59 @@ def test_analysis_anatomy_of_a_folder_without_one_says_so(tmp_path, synthetic_an
         path.write_text(json.dumps(rec))
     assert main(["anatomy", str(sweep), "-o", str(tmp_path / "a.png")]) == 1
     assert "no anatomy runs under" in capsys.readouterr().err
-    assert "anatomy.md" not in set(report(sweep, tmp_path / "report")["file"])
+    assert not has_anatomy(collect(sweep))  # and a report leaves the anatomy out
 
 
 # --------------------------------------------------------------------------- the preset's sweep
 
+def compose_anatomy(*overrides: str):
+    with initialize_config_dir(config_dir=CONF):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("condition, expected", [
+    ("init", {"vary": "init", "n_seeds": 32, "threads": None}),
+    ("perturb", {"vary": "init_perturb", "n_seeds": 32, "init_perturb": 0}),
+    ("threads_1", {"vary": "all", "n_seeds": 1, "threads": 1}),  # the base run alone
+    ("threads_2", {"vary": "all", "n_seeds": 1, "threads": 2}),
+])
+def test_each_anatomy_condition_composes_to_its_group(condition, expected):
+    cfg = compose_anatomy("+experiment=anatomy", f"anatomy={condition}")
+    assert {k: cfg[k] for k in expected} == expected
+
+
+def test_the_anatomy_sweeps_what_the_recipe_can_vary():
+    notebook = compose_anatomy("+experiment=anatomy")
+    assert notebook.hydra.sweeper.params.anatomy == "init,order,split,all,perturb,threads_1,threads_2"
+    assert notebook.hydra.sweep.dir == "multirun/anatomy"
+    # the searched recipe has shifts and dropout; this CNN has dropout only
+    for recipe, left_out in ((["+experiment=[mlp_recipe,anatomy]"], set()),
+                             (["+experiment=anatomy", "model=cnn", "model.dropout=0.1"], {"augment"})):
+        cfg = compose_anatomy(*recipe)
+        assert cfg.hydra.sweeper.params.anatomy == ",".join(c for c in CONDITIONS if c not in left_out)
+
+
 def test_a_killed_anatomy_sweep_resumes(idx_root, tmp_path):
-    args = ["-m", "+experiment=anatomy", "n_seeds=2", "trainer.epochs=3", f"hydra.sweep.dir={tmp_path}"]
+    # three of the conditions, two seeds each, are enough to be killed in the middle
+    args = ["-m", "+experiment=anatomy", "anatomy=init,order,perturb", "n_seeds=2", "trainer.epochs=3",
+            f"hydra.sweep.dir={tmp_path}"]
     proc = start(idx_root, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_until(lambda: (tmp_path / sweeps.MANIFEST).exists()
                and (folder_of(tmp_path, "anatomy=order") / "last.pt").exists(), timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     manifest = json.loads((tmp_path / sweeps.MANIFEST).read_text())
-    assert sorted(manifest["left_out"]) == ["augment", "dropout"]
-    assert len(manifest["jobs"]) == 7
-    assert sweeps.job_states(tmp_path)["missing"]  # killed before its last jobs started
+    assert sorted(manifest["left_out"]) == ["augment", "dropout"] and len(manifest["jobs"]) == 3
+    assert sweeps.job_states(tmp_path)["missing"] == [folder_of(tmp_path, "anatomy=perturb")]
 
     out = run(idx_root, *args)
     log = out.stdout + out.stderr
     assert "Skipped: run already complete" in log and "Anatomy: augment left out" in log
-    assert "14 complete, 0 failed, 0 stale, 0 running, 0 missing" in log
-    recs = results(tmp_path)
-    by_job = {}
-    for folder, rec in recs.items():
-        by_job.setdefault(folder.parent.name.split(",")[0], []).append(rec)
-    assert sorted(by_job) == sorted(f"anatomy={c}" for c in CONDITIONS if c not in ("augment", "dropout"))
-    assert {r["config"]["vary"] for r in by_job["anatomy=perturb"]} == {"init_perturb"}
-    assert sorted(r["config"]["init_perturb"] for r in by_job["anatomy=perturb"]) == [0, 1]
-    assert [r["config"]["threads"] for r in by_job["anatomy=threads_2"]] == [2, 2]
-    assert not (Path(folder_of(tmp_path, "anatomy=init")) / "seed=0").exists()
+    assert "6 complete, 0 failed, 0 stale, 0 running, 0 missing" in log
+    members = {folder.relative_to(tmp_path).parts[0].split(",")[0] + "/" + folder.name: rec
+               for folder, rec in results(tmp_path).items()}
+    assert sorted(members) == ["anatomy=init/init=0", "anatomy=init/init=1", "anatomy=order/order=0",
+                               "anatomy=order/order=1", "anatomy=perturb/init_perturb=0",
+                               "anatomy=perturb/init_perturb=1"]
+    assert all(rec["status"] == "complete" and rec["metrics"]["epochs_run"] == 3 for rec in members.values())
+    assert members["anatomy=perturb/init_perturb=1"]["config"]["vary"] == "init_perturb"
