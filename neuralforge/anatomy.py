@@ -3,7 +3,7 @@ randomness, in which only that source varies.
 
 Each condition is an option of the `anatomy` config group (conf/anatomy/). A job records its
 option among its overrides (`anatomy=init`), which is how analysis tells the conditions apart:
-the `all` and `threads_*` groups hold the same configs and seeds, on other thread counts.
+the threads pair repeats the config and seeds of all's first run, on other thread counts.
 Torch-free: analysis reads the same rules.
 """
 

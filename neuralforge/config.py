@@ -34,8 +34,6 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_pr
 # Keys that say where things are or what to keep, not what is computed: a run moved to
 # another data folder, or told to delete last.pt, is still the same run.
 NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
-# ADDED_LATER (keys added after runs were already being written) are hashed only when set
-# otherwise than that value, so the folders of earlier versions still resume.
 
 
 @dataclass
@@ -267,7 +265,8 @@ def validate(cfg: DictConfig) -> None:
          f"(of {', '.join(SEED_SOURCES)}), e.g. vary=init+order")
     if cfg.n_seeds > 1 and cfg.vary != VARY_ALL:  # members differing only where nothing is drawn: copies
         need("augment" not in sources or cfg.data.augment.shift > 0,
-             f"vary={cfg.vary} but data.augment.shift=0 draws no shifts: set data.augment.shift > 0 or vary another source")
+             f"vary={cfg.vary} but data.augment.shift=0 draws no shifts: set data.augment.shift > 0 "
+             f"or vary another source")
         need("dropout" not in sources or cfg.model.dropout > 0,
              f"vary={cfg.vary} but model.dropout=0 draws no masks: set model.dropout > 0 or vary another source")
     for source in SEED_SOURCES:
@@ -291,7 +290,7 @@ def fingerprint(spec: dict[str, Any]) -> str:
     for dotted in NOT_FINGERPRINTED:
         section, key = dotted.split(".")
         kept.get(section, {}).pop(key, None)
-    for key, old in ADDED_LATER.items():
+    for key, old in ADDED_LATER.items():  # hashed only when set otherwise: earlier folders still resume
         if kept.get(key) == old:
             del kept[key]
     blob = json.dumps(kept, sort_keys=True, separators=(",", ":"))

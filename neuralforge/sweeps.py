@@ -93,7 +93,7 @@ class SweepCallback(Callback):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         jobs = expected_jobs(config)
         extra = {}
-        if "anatomy" in config.hydra.sweeper.params:
+        if "anatomy" in (config.hydra.sweeper.get("params") or {}):
             extra["left_out"] = anatomy.left_out(config.data.augment.shift, config.model.dropout)
             for condition, why in extra["left_out"].items():
                 log.info("Anatomy: %s left out (%s)", condition, why)

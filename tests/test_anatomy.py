@@ -64,7 +64,8 @@ def test_a_group_varying_one_seed_source_differs_in_that_source_only(make_cfg, t
 def test_vary_all_is_the_plain_seed_group_and_keeps_its_fingerprint(make_cfg, tmp_path):
     run = set_up(make_cfg, tmp_path)  # vary=all, the default
     assert not any(same_across_members(run).values())
-    assert [s["seed"] for s in run.specs] == [0, 1, 2] and [f.name for f in run.folders] == ["seed=0", "seed=1", "seed=2"]
+    assert [s["seed"] for s in run.specs] == [0, 1, 2]
+    assert [f.name for f in run.folders] == ["seed=0", "seed=1", "seed=2"]
     spec = resolve(make_cfg(), threads=1, device="cpu")
     before = {k: v for k, v in spec.items() if k not in ("vary", "init_perturb")}  # a folder from before the keys
     assert fingerprint(before) == fingerprint(spec)
