@@ -1,4 +1,4 @@
-"""python -m analysis {summary,compare,variance,stability,problems,report} FOLDER... [options]
+"""python -m analysis {summary,compare,variance,stability,problems,anatomy,report} FOLDER... [options]
 
 Tables print as markdown (accuracies in %, rounded); --csv writes the full-precision table.
 """
@@ -16,11 +16,12 @@ matplotlib.use("Agg")  # the report's Optuna figures go through pyplot; no displ
 
 import pandas as pd  # noqa: E402
 
-from analysis import tables  # noqa: E402
-from analysis.collect import MANIFEST, RESULTS, collect, complete, describe_problems, problems  # noqa: E402
+from analysis import glossary, plots, tables  # noqa: E402
+from analysis.anatomy import anatomy  # noqa: E402
+from analysis.collect import MANIFEST, REPEAT, RESULTS, collect, complete, describe_problems, problems  # noqa: E402
 from analysis.errors import AnalysisError  # noqa: E402
 from analysis.markdown import markdown  # noqa: E402
-from analysis.report import report  # noqa: E402
+from analysis.report import NOTES, report  # noqa: E402
 from analysis.variance import variance  # noqa: E402
 from neuralforge.records import COMPLETE, atomic_write  # noqa: E402
 
@@ -43,7 +44,8 @@ def _run(args: argparse.Namespace) -> int:
         df = collect(args.folders)
         if args.command != "problems":
             complete(df)
-            _warn(df, args.folders)
+            # the anatomy counts repeats in their own condition: each condition's base run is one run
+            _warn(df if args.command != "anatomy" else df[df["status"] != REPEAT], args.folders)
         return args.run(df, args)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -77,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
         ("variance", _variance, "variance by seed source (e.g. init vs data order)", "+", 1, 1),
         ("stability", _stability, "agreement of runs' test predictions: churn, kappa, ensemble", "+", 0, 1),
         ("problems", _problems, "runs left out: failed, stale, running, missing, unreadable, repeats", None, 0, 0),
+        ("anatomy", _anatomy, "spread per source of randomness (+experiment=anatomy), noise floor, anatomy.png",
+         None, 1, 1),
         ("report", _report, "markdown + CSV tables + PNG figures in one folder", "1", 1, 0),
     ]:
         c = sub.add_parser(name, help=text, description=text)
@@ -95,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "compare":
             c.add_argument("--all", action="store_true", help="show every column (p-values, effect sizes, power, "
                                                               "paired test); --csv always writes them all")
+        if name == "anatomy":
+            c.add_argument("-o", "--out", default="anatomy.png", help="where to draw the figure (default: anatomy.png)")
         if name == "report":
             c.add_argument("-o", "--out", default="report", help="output folder (default: report)")
             c.add_argument("--study", help="the Optuna study to plot, when the storage holds several")
@@ -139,6 +145,22 @@ def _stability(df: pd.DataFrame, args) -> int:
     if table.empty:
         raise AnalysisError("no complete run left predictions.npy")
     _show("agreement of test predictions within each config", table, args.csv)
+    return 0
+
+
+def _anatomy(df: pd.DataFrame, args) -> int:
+    found = anatomy(df, args.metric, seed=args.seed)
+    _show(f"{args.metric} per condition: only the named source varies", found.table, args.csv)
+    print(f"\n{NOTES['anatomy']}\n{glossary.explain(found.table.columns)}")
+    if len(found.pairs):
+        _show("distance between paired runs", found.pairs)
+        print(f"\n{NOTES['anatomy_pairs']}\n{glossary.explain(found.pairs.columns)}")
+    _show("runs per config to tell two configs apart (80% power, 5% two-sided), from all's std",
+          found.seeds_needed)
+    for note in found.notes:
+        print(f"note: {note}")
+    plots.anatomy(found.values, found.table, args.metric, Path(args.out), args.seed)
+    print(f"\nwrote {args.out}")
     return 0
 
 

@@ -177,3 +177,44 @@ def churn(matrices: dict[str, pd.DataFrame], path: Path) -> Path:
     fig.suptitle(f"Churn: pairwise disagreement of test predictions{more}")
     fig.colorbar(image, ax=axes[:len(labels)].tolist(), label="disagreement (% of test examples)")
     return _save(fig, path)
+
+
+def anatomy(values: dict[str, np.ndarray], table: pd.DataFrame, metric: str, path: Path, seed: int = 0) -> Path:
+    """Each condition's runs beside all's (grey), with the mean ± std of each and the test-set
+    noise floor (Jordan 2023) marked as a band of ± floor_std around the condition's mean."""
+    s = _scale(metric)
+    rows = table.set_index("condition")
+    names = list(values)
+    fig = Figure(figsize=(max(6.0, 1.2 * len(names) + 1.5), 4.8))
+    ax = fig.subplots()
+    rng = np.random.default_rng(seed)
+    colours = _colours(len(names))
+    labelled: set[str] = set()
+
+    def once(label: str) -> str | None:
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
+    for i, (name, colour) in enumerate(zip(names, colours)):
+        v = s * values[name]
+        floor = rows.at[name, "floor_std"] if "floor_std" in rows.columns else math.nan
+        if np.isfinite(floor) and len(v):
+            ax.bar(i - 0.17, 2 * s * floor, bottom=v.mean() - s * floor, width=0.34, color="0.85", zorder=0,
+                   label=once("test-set noise floor: mean ± floor std (Jordan 2023)"))
+        ax.scatter(i - 0.17 + rng.uniform(-0.09, 0.09, len(v)), v, s=14, alpha=0.7, color=colour, zorder=2)
+        if len(v) > 1:
+            ax.errorbar(i - 0.17, v.mean(), yerr=v.std(ddof=1), fmt="_", color="black", capsize=5, zorder=3,
+                        markersize=14, label=once("mean ± std"))
+        if name != "all" and "all" in values:
+            w = s * values["all"]
+            ax.scatter(i + 0.17 + rng.uniform(-0.09, 0.09, len(w)), w, s=10, alpha=0.5, color="0.5", zorder=2,
+                       label=once("all (every seed varies), for reference"))
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=9)
+    ax.set_xlabel("condition: the only source that varies")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title("Anatomy of run-to-run spread: each source alone beside all of them")
+    ax.grid(axis="y", alpha=0.3)
+    _legend(ax, loc="best", fontsize=8)
+    return _save(fig, path)

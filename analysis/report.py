@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import glossary, plots, stats, study as optuna_study, tables
+from analysis.anatomy import anatomy, has_anatomy
 from analysis.collect import collect, complete, describe_problems, problems
 from analysis.errors import AnalysisError
 from analysis.groups import group_keys, groups, show
@@ -23,6 +24,10 @@ NOTES = {  # what a table's columns do not say themselves; the columns are in an
                "sizes and the runs needed for 80% power.",
     "variance": "Variance components of a random-effects model over the crossed seed sources (ANOVA expected mean "
                 "squares).",
+    "anatomy": "Each condition varies one source of randomness between its runs and holds the others fixed; `all` "
+               "varies every one.",
+    "anatomy_pairs": "Run against run: the same seeds on 1 and 2 threads; each perturbed run against the unperturbed "
+                     "base; every two runs of all.",
 }
 
 
@@ -31,7 +36,8 @@ NOTES = {  # what a table's columns do not say themselves; the columns are in an
 FILES = ("report.md", "runs.csv", "problems.csv", "summary.md", "summary.csv", "noise_floor.csv", "optimism.csv",
          "expected_max.csv", "compare.md", "compare.csv", "variance.md", "variance.csv", "stability.md",
          "stability.csv", "churn.png", "distribution.png", "curves.png", "ecdf.png", "expected_max.png",
-         "optuna_history.png", "optuna_importances.png")
+         "optuna_history.png", "optuna_importances.png", "anatomy.md", "anatomy.csv", "anatomy_pairs.csv",
+         "anatomy.png")
 
 
 def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
@@ -139,6 +145,21 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
            "agreement between runs of a config")
         if matrices:
             figure("churn.png", lambda p: plots.churn(matrices, p), "pairwise disagreement heat map per config")
+
+    if has_anatomy(df):
+        found = anatomy(df, metric, seed)
+        csv("anatomy.csv", found.table, f"{metric} per anatomy condition")
+        sections = [markdown(found.table), NOTES["anatomy"], glossary.explain(found.table.columns)]
+        if len(found.pairs):
+            csv("anatomy_pairs.csv", found.pairs, "distance between paired runs of the anatomy")
+            sections += ["## Distance between paired runs", markdown(found.pairs), NOTES["anatomy_pairs"],
+                         glossary.explain(found.pairs.columns)]
+        sections += ["## Runs per config to tell two configs apart (80% power, 5% two-sided), from all's std",
+                     markdown(found.seeds_needed), *(f"- {n}" for n in found.notes)]
+        md("anatomy.md", f"Anatomy of run-to-run spread: {metric_name}", sections,
+           "spread per source of randomness, beside all and the noise floor")
+        figure("anatomy.png", lambda p: plots.anatomy(found.values, found.table, metric, p, seed),
+               "each condition's runs beside all's, noise floor marked")
 
     figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed), f"{metric} of every run, per config")
     figure("curves.png", lambda p: plots.learning_curves(runs, p, metric), "learning curves, mean ± std per config")

@@ -228,3 +228,27 @@ def stability(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "some_wrong": (~correct).any(axis=0).mean(),
         "all_wrong": (~correct).all(axis=0).mean(),
     }
+
+
+def std_interval(values, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the standard deviation (Efron & Tibshirani 1993,
+    "An Introduction to the Bootstrap", ch. 13). It runs short of its nominal coverage with a
+    handful of runs; with 32 it is a fair guide to how well a spread is known."""
+    low, high, _ = bootstrap((np.asarray(values, dtype=float),), _std, seed)
+    return low, high
+
+
+def paired_distance(acc_a, acc_b, preds_a: np.ndarray | None = None,
+                    preds_b: np.ndarray | None = None) -> dict[str, float]:
+    """How far runs land from their partners, pair by pair: run i of A against run i of B
+    (the same seeds on two thread counts; a perturbed run against its unperturbed base).
+    Summers & Dinneen 2021 ("Nondeterminism and Instability in Neural Network Optimization")
+    compare such pairs to the spread between seeds. preds: (pairs, test examples); without
+    them, which pairs are identical and their churn are not known."""
+    diff = np.abs(np.asarray(acc_a, dtype=float) - np.asarray(acc_b, dtype=float))
+    out = {"pairs": len(diff), "identical": math.nan, "mean_abs_diff": diff.mean(), "max_abs_diff": diff.max(),
+           "churn": math.nan}
+    if preds_a is not None and preds_b is not None:
+        disagree = (preds_a != preds_b).mean(axis=1)
+        out["identical"], out["churn"] = int((disagree == 0).sum()), disagree.mean()
+    return out

@@ -19,9 +19,14 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from neuralforge import anatomy
 from neuralforge.errors import ConfigError
+from neuralforge import anatomy
 from neuralforge.keys import ADDED_LATER, NOT_FINGERPRINTED, SEED_KEYS, SEED_SOURCES
 
+# What a group's members vary (`vary`), besides one seed source or several joined by "+":
+# every source at once, as a plain seed sweep does, or only the one-bit init perturbation.
+VARY_ALL, VARY_PERTURB = "all", "init_perturb"
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
@@ -209,6 +214,10 @@ class Config:
     seed: int = key(0, "the master seed: every seeds.* source follows it unless set")
     seeds: SeedsConf = field(default_factory=SeedsConf)
     n_seeds: int = key(1, "train seeds seed..seed+n_seeds-1 together in one process, each with its own folder")
+    vary: str = key(ADDED_LATER["vary"], "what a group's members differ in: all (every seed source), one source "
+                                         "or several joined by + (init+order), or init_perturb")
+    init_perturb: int = key(ADDED_LATER["init_perturb"], "k > 0: flip the lowest mantissa bit of one initial weight, "
+                                                         "chosen by k (0: off)")
     allow_targets: list[str] = key(help="instantiate() patterns a config may name besides the harness's own, e.g. "
                                         "[mypkg.*]", factory=list)
     seeds_per_trial: Optional[int] = key(None, "seeds each Optuna trial averages (set by the search presets, with "
@@ -242,6 +251,8 @@ def register() -> None:
     for group, name, node in SCHEMAS:
         # a group of its own, not the option's group: a schema is never offered as an option
         cs.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=node)
+    # the anatomy preset's sweep: the conditions the recipe can vary
+    OmegaConf.register_resolver("anatomy_conditions", anatomy.conditions, replace=True)
 
 
 register()
@@ -320,6 +331,17 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.matmul_precision in MATMUL_PRECISIONS,
          f"matmul_precision={cfg.matmul_precision!r} is unknown: use one of {', '.join(MATMUL_PRECISIONS)}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.init_perturb >= 0, f"init_perturb must be >= 0 (0: off), got {cfg.init_perturb}")
+    sources = varied_sources(cfg.vary)
+    need(cfg.vary in (VARY_ALL, VARY_PERTURB) or (sources and set(sources) <= set(SEED_SOURCES)),
+         f"vary={cfg.vary!r} is unknown: use {VARY_ALL}, {VARY_PERTURB}, or seed sources joined by + "
+         f"(of {', '.join(SEED_SOURCES)}), e.g. vary=init+order")
+    if cfg.n_seeds > 1 and cfg.vary != VARY_ALL:  # members differing only where nothing is drawn: copies
+        need("augment" not in sources or cfg.data.augment.shift > 0,
+             f"vary={cfg.vary} but data.augment.shift=0 draws no shifts: set data.augment.shift > 0 "
+             f"or vary another source")
+        need("dropout" not in sources or cfg.model.dropout > 0,
+             f"vary={cfg.vary} but model.dropout=0 draws no masks: set model.dropout > 0 or vary another source")
     for source in SEED_SOURCES:
         need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")
 
@@ -380,9 +402,34 @@ def differences(theirs: dict[str, Any], mine: dict[str, Any], shown: int = 4) ->
     return "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:shown]) + more or "its seeds differ"
 
 
+def varied_sources(vary: str) -> list[str]:
+    """The seed sources `vary` names: all five for "all", none for "init_perturb"."""
+    if vary == VARY_ALL:
+        return list(SEED_SOURCES)
+    return [] if vary == VARY_PERTURB else vary.split("+")
+
+
+def member_name(member: dict[str, Any]) -> str:
+    """A group member's folder name, after what tells the members apart: seed=5, init=5,
+    init+order=5 (the first source's seed), init_perturb=5."""
+    vary = member.get("vary", VARY_ALL)
+    if vary == VARY_ALL:
+        return f"seed={member['seed']}"
+    if vary == VARY_PERTURB:
+        return f"{vary}={member['init_perturb']}"
+    return f"{vary}={member['seeds'][varied_sources(vary)[0]]}"
+
+
 def member_spec(spec: dict[str, Any], k: int) -> dict[str, Any]:
-    """Member k of a group is the run with every seed shifted by k."""
+    """Member k of a group: with vary=all (the default) the run with every seed shifted by k;
+    otherwise only the named seed sources shifted by k, or only init_perturb raised by k, every
+    other source held at the group's own value."""
     member = copy.deepcopy(spec)
-    member["seed"] = spec["seed"] + k
-    member["seeds"] = {source: spec["seeds"][source] + k for source in SEED_SOURCES}
+    vary = spec.get("vary", VARY_ALL)
+    if vary == VARY_ALL:
+        member["seed"] = spec["seed"] + k
+    if vary == VARY_PERTURB:
+        member["init_perturb"] = spec["init_perturb"] + k
+    for source in varied_sources(vary):
+        member["seeds"][source] = spec["seeds"][source] + k
     return member

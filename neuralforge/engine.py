@@ -29,9 +29,10 @@ from torch import nn
 from tqdm import tqdm
 
 from neuralforge import checkpoint, data, functional, hardware, models, records
-from neuralforge.config import differences, fingerprint, member_spec, resolve, validate
+from neuralforge.config import differences, fingerprint, member_name, member_spec, resolve, validate
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DiskFullError, DivergedError,
                                 NeuralForgeError)
+from neuralforge.models import flip_lowest_bit
 from neuralforge.records import BEST, COMPLETE, FAILED, LAST, RUNNING
 from neuralforge.seeding import group_generators
 
@@ -57,7 +58,7 @@ class Member:
 def member_folders(run_dir: Path, spec: dict[str, Any]) -> list[Path]:
     if spec["n_seeds"] == 1:
         return [run_dir]
-    return [run_dir / f"seed={spec['seed'] + k}" for k in range(spec["n_seeds"])]
+    return [run_dir / member_name(member_spec(spec, k)) for k in range(spec["n_seeds"])]
 
 
 def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = (), parallel_jobs: int = 1,
@@ -167,7 +168,7 @@ class Run:
         # every record in the folder, also those this command would not write (a single run's,
         # where a group now starts; another group's members): last.pt may be gone (keep_last=false)
         found = {path.parent: records.read_results(path.parent)
-                 for path in [self.dir / records.RESULTS, *sorted(self.dir.glob(f"seed=*/{records.RESULTS}"))]}
+                 for path in [self.dir / records.RESULTS, *sorted(self.dir.glob(f"*=*/{records.RESULTS}"))]}
         for folder, rec in found.items():
             if rec is not None and rec.get("fingerprint") != self.fp:
                 raise ConfigError(
@@ -235,6 +236,9 @@ class Run:
         self.model = self.build_model()
         if spec["trainer"]["init_from"]:
             checkpoint.load_weights(self.model, Path(spec["trainer"]["init_from"]))
+        for k, member in enumerate(self.specs):  # on the initial weights, wherever they came from
+            if member["init_perturb"]:
+                flip_lowest_bit(self.model, k, member["init_perturb"])
         self.n_params = sum(p[0].numel() for p in self.model.parameters())
 
         t = spec["trainer"]

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 SEED_SOURCES = ("init", "order", "split", "augment", "dropout")
-SEED_KEYS = ("seed", *(f"seeds.{s}" for s in SEED_SOURCES))
+# keys that index repeats of one config: the seeds, and init_perturb, which picks the initial
+# weight a run perturbs
+SEED_KEYS = ("seed", *(f"seeds.{s}" for s in SEED_SOURCES), "init_perturb")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ HOW = Role(tells_configs_apart=False, may_change_on_relaunch=True, searchable=Fa
 SEED = Role(tells_configs_apart=False)
 
 ROLES: dict[str, Role] = {
+    **{k: SEED for k in SEED_KEYS},
     "data.root": WHERE,
     "data.path": WHERE,  # the file's sha256 is checked instead, as the dataset files' are
     "allow_targets": WHERE,  # what may run, not what is computed
@@ -49,9 +52,10 @@ ROLES: dict[str, Role] = {
     # the Optuna trial's number: two trials that drew the same values are repeats
     "trial": Role(tells_configs_apart=False, may_change_on_relaunch=True, searchable=False),
     "matmul_precision": Role(added_later_at="highest"),
+    "vary": Role(added_later_at="all"),  # an anatomy's conditions are configs of their own
+    "init_perturb": Role(tells_configs_apart=False, added_later_at=0),
     "data.augment.flip": Role(added_later_at=False),
     "data.num_classes": Role(added_later_at=None),
-    **{k: SEED for k in SEED_KEYS},
 }
 # choices of the defaults list that a command line names (+experiment=widths): not config keys,
 # and not part of what a job is
@@ -60,7 +64,8 @@ CHOICES: dict[str, Role] = {
     "hparams_search": Role(names_folder=False, tells_configs_apart=False, searchable=False),
 }
 # top-level config keys that are values, not sections
-TOP_LEVEL = ("seed", "n_seeds", "seeds_per_trial", "trial", "device", "threads", "matmul_precision")
+TOP_LEVEL = ("seed", "n_seeds", "vary", "init_perturb", "allow_targets", "seeds_per_trial", "trial", "device",
+             "threads", "matmul_precision")
 
 
 def role(key: str) -> Role:

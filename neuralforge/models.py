@@ -14,6 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# init_perturb=k flips a bit of the element at place k - 1 of one fixed permutation of a member's
+# parameter elements: the same element whatever the seeds, a different one for each k
+PERTURB_SEED = 0
+SAME_WIDTH_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+                  torch.bfloat16: torch.int16}
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
 
@@ -27,6 +32,25 @@ def member_dropout(h: torch.Tensor, p: float, generators: list[torch.Generator])
     # uniform draws compared to p: 2.5x faster on CPU than bernoulli_ with a generator
     u = torch.stack([torch.rand(h.shape[1:], device=h.device, generator=g) for g in generators])
     return h * (u >= p).to(h.dtype).div_(1.0 - p)
+
+
+@torch.no_grad()
+def flip_lowest_bit(model: nn.Module, member: int, k: int) -> None:
+    """Flip the lowest mantissa bit of one of member `member`'s parameter elements, chosen by
+    k >= 1: a change of one unit in the last place (Summers & Dinneen 2021, "Nondeterminism and
+    Instability in Neural Network Optimization", perturb one weight of the initialisation)."""
+    params = [p[member] for p in model.parameters()]  # views of the member's slices
+    sizes = [p.numel() for p in params]
+    order = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(PERTURB_SEED))
+    i = int(order[(k - 1) % len(order)])
+    for p, n in zip(params, sizes):
+        if i < n:
+            element = p.reshape(-1)[i:i + 1]  # a view: the member's slice is contiguous
+            element.view(SAME_WIDTH_INT[p.dtype]).bitwise_xor_(1)
+            return
+        i -= n
+
+
 
 
 class Stacked(nn.Module):

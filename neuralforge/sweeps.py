@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from neuralforge import records
+from neuralforge import anatomy, records
 from neuralforge.errors import ConfigError, RecordError
 from neuralforge.liveness import run_state, without_record
 from neuralforge.records import MANIFEST
@@ -131,7 +131,12 @@ class SweepCallback(Callback):
         if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         jobs = expected_jobs(config)
-        write_manifest(sweep_dir, jobs, kind="grid")
+        extra = {}
+        if "anatomy" in (config.hydra.sweeper.get("params") or {}):
+            extra["left_out"] = anatomy.left_out(config.data.augment.shift, config.model.dropout)
+            for condition, why in extra["left_out"].items():
+                log.info("Anatomy: %s left out (%s)", condition, why)
+        write_manifest(sweep_dir, jobs, kind="grid", **extra)
         log.info("Sweep of %d jobs into %s", len(jobs), sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
