@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from neuralforge import hardware, sweeps
 from neuralforge.engine import train
+from neuralforge.search import Reporter
 from neuralforge.errors import NeuralForgeError
 
 log = logging.getLogger("neuralforge")
@@ -38,7 +39,9 @@ def main(cfg: DictConfig) -> float:
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
-    return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel)
+    # a search's trial reports each epoch to its study, whose pruner may stop it
+    return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel,
+                 on_epoch_end=Reporter.for_job(cfg, hc.sweeper))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ NON_SEMANTIC = frozenset({
     "n_seeds", "seeds_per_trial", "threads", "device",
     "data.root", "data.download", "trainer.keep_last", "trainer.eval_batch_size",
     "trial",  # the Optuna trial's number: two trials that drew the same values are repeats
+    "objective",  # what the search optimised, not what the run computed
 })
 MISSING = "missing"  # listed in the sweep's manifest, never started
 WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started

@@ -31,7 +31,7 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_pr
 NOT_FINGERPRINTED = ("data.root", "data.download", "trainer.keep_last")
 # Keys added after runs were already being written, at the value that computes what those runs
 # computed: hashed only when set otherwise, so the folders of earlier versions still resume.
-ADDED_LATER = {"matmul_precision": "highest"}
+ADDED_LATER = {"matmul_precision": "highest", "objective": "val_acc"}
 
 
 @dataclass
@@ -152,6 +152,8 @@ class Config:
     n_seeds: int = 1
     seeds_per_trial: Optional[int] = None
     trial: Optional[int] = None  # set by the Optuna sweeper: the trial this run is
+    # what a search optimises (neuralforge.search.OBJECTIVES); a list makes it multi-objective
+    objective: Any = "val_acc"
     device: str = "auto"
     threads: Optional[int] = None
     matmul_precision: str = "highest"

@@ -29,6 +29,7 @@ RESULTS, HISTORY, PREDICTIONS = "results.json", "history.csv", "predictions.npy"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds")
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+PRUNED = "pruned"  # stopped early by a search's pruner: final, never resumed, in no statistic
 
 
 def atomic_write(path: Path, write, durable: bool = False) -> None:

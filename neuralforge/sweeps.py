@@ -21,7 +21,7 @@ from neuralforge.liveness import run_state, without_record
 log = logging.getLogger("neuralforge.sweep")
 
 MANIFEST = "manifest.json"
-STATES = ("complete", "failed", "stale", "running", "missing")
+STATES = ("complete", "failed", "stale", "running", "missing", records.PRUNED)
 
 
 # Hydra turns a callback's exception into a warning, so the outcome of the last sweep is
@@ -77,7 +77,8 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
 
 def summary_line(states: dict[str, list[Path]]) -> str:
     counts = Counter({s: len(v) for s, v in states.items()})
-    return ", ".join(f"{counts[s]} {s}" for s in STATES)
+    # pruned exists only in searches that prune: said only when there are some
+    return ", ".join(f"{counts[s]} {s}" for s in STATES if s != records.PRUNED or counts[s])
 
 
 class SweepCallback(Callback):
@@ -88,7 +89,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         relaunch[:] = [f"the same command with hydra.sweep.dir={sweep_dir} " + (
             "resumes each job from its last finished epoch" if _is_grid(config)
-            else "goes on: interrupted trials are replaced by new ones")]
+            else "goes on: interrupted trials resume from their last finished epoch")]
         if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         jobs = expected_jobs(config)
@@ -99,7 +100,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))
-        unfinished = [s for s in STATES if s != "complete"]
+        unfinished = [s for s in STATES if s not in ("complete", records.PRUNED)]
         for state in unfinished:
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)
