@@ -209,6 +209,12 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
     return grid
 
 
+def compatible(a: BaseDistribution, b: BaseDistribution) -> bool:
+    if isinstance(a, CategoricalDistribution) or isinstance(b, CategoricalDistribution):
+        return a == b
+    return type(a) is type(b) and a.log == b.log  # type: ignore[attr-defined]
+
+
 def suggest(trial: optuna.trial.Trial, name: str, dist: BaseDistribution) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
@@ -361,6 +367,13 @@ class NFOptunaSweeper(Sweeper):
         except Exception:  # an interpolation only a job can resolve: compare as written
             cfg = OmegaConf.to_container(task, resolve=False)
         assert isinstance(cfg, dict)
+        # Optuna keeps a parameter's distribution kind, and a choice's values, for the whole study
+        for t in study.get_trials(deepcopy=False):
+            for name, dist in t.distributions.items():
+                if name in space and not compatible(dist, space[name]):
+                    raise ConfigError(f"hydra.sweeper.params.{name}: the trials of study {study.study_name} drew it "
+                                      f"from {dist}, not {space[name]}: keep its choices (an interval's bounds may "
+                                      f"change), or use another hydra.sweeper.study_name")
         mine = {k: v for k, v in flat(cfg).items() if k not in space and k not in UNSEARCHED}
         theirs = study.user_attrs.get("nf_config")
         if theirs is None:
@@ -430,7 +443,8 @@ class NFOptunaSweeper(Sweeper):
         folder = f"trial_{trial.number:04d}"
         job = [*(f"{k}={v}" for k, v in trial.params.items()), *fixed, f"trial={trial.number}",
                f"hydra.sweep.subdir={folder}"]
-        for key, value in {"folder": folder, "overrides": job, "heartbeat": time.time()}.items():
+        # nf_folder last: a trial that has it has the others (another search may read them at any moment)
+        for key, value in {"overrides": job, "heartbeat": time.time(), "folder": folder}.items():
             trial.set_user_attr(f"nf_{key}", value)
         return trial, job
 
@@ -453,7 +467,7 @@ class NFOptunaSweeper(Sweeper):
             if not stale:
                 continue
             trial = optuna.trial.Trial(study, trial_id(study, self.storage, t.number))
-            if "nf_overrides" in t.user_attrs:
+            if "nf_folder" in t.user_attrs:
                 for key, value in {**self.me, "heartbeat": now}.items():
                     trial.set_user_attr(f"nf_{key}", value)
                 taken.append(trial)
@@ -514,8 +528,8 @@ class NFOptunaSweeper(Sweeper):
             trial.set_user_attr(f"{key}_per_seed", [r["metrics"][key] for r in done])
         statuses = {r["status"] for r in runs}
         if ret.status == JobStatus.FAILED and records.PRUNED in statuses and records.FAILED not in statuses:
-            study.tell(trial, state=TrialState.PRUNED)  # the job raised Pruned after recording it
             log.info("Trial %d pruned after epoch %d", trial.number, max(r["metrics"]["epochs_run"] for r in runs))
+            study.tell(trial, state=TrialState.PRUNED)  # the job raised Pruned after recording it
             return TrialState.PRUNED
         try:
             ret.return_value  # re-raises the job's exception
@@ -524,8 +538,8 @@ class NFOptunaSweeper(Sweeper):
                 raise ValueError(f"objective is {values}")
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
-            study.tell(trial, state=TrialState.FAIL)
             log.warning("Trial %d failed (%s)", trial.number, err)
+            study.tell(trial, state=TrialState.FAIL)
             return TrialState.FAIL
         study.tell(trial, values)
         return TrialState.COMPLETE
