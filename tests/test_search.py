@@ -16,7 +16,7 @@ import yaml
 
 from neuralforge import records
 
-from conftest import CONF
+from conftest import CONF, FAST
 from test_sweeps import ROOT, results, run, start, wait_until
 
 SEARCH = ["-m", "hparams_search=mlp_optuna", "hydra.sweeper.params=null"]
@@ -141,3 +141,15 @@ def test_a_search_refuses_objectives_it_cannot_search_in_one_line(tmp_path, over
     with pytest.raises(ConfigError) as refused:
         sweeper.check([])  # what sweep() does first, before the study is opened
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_search_on_joblib_keeps_two_trials_in_flight(idx_root, tmp_path):
+    # the grid's order at sampler seed 0: a 1-epoch trial, then two of 40 epochs
+    run(idx_root, *SEARCH, "seeds_per_trial=1", "trainer.epochs=choice(1,40)", "optimizer.lr=choice(0.001,0.002)",
+        "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={tmp_path}", fast=[o for o in FAST if not o.startswith("trainer.epochs")])
+    timing = {r["config"]["trial"]: (r["config"]["trainer"]["epochs"], r["timing"]) for r in results(tmp_path).values()}
+    assert [timing[n][0] for n in range(3)] == [1, 40, 40]
+    short, long, successor = (timing[n][1] for n in range(3))
+    # the short trial's worker took the next trial at once, while the long one still trained
+    assert short["heartbeat"] <= successor["started"] < long["heartbeat"]
