@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
         ("compare", _compare, "pairwise comparisons: difference, CIs, p-values, P(a > b), verdict", "1", 1, 1),
         ("variance", _variance, "variance by seed source (e.g. init vs data order)", "+", 1, 1),
         ("stability", _stability, "agreement of runs' test predictions: churn, kappa, ensemble", "+", 0, 1),
-        ("problems", _problems, "runs left out: failed, stale, running, missing, unreadable, repeats", None, 0, 0),
+        ("problems", _problems, "runs left out: failed, pruned, stale, running, missing, unreadable, repeats", None, 0, 0),
         ("report", _report, "markdown + CSV tables + PNG figures in one folder", "1", 1, 0),
     ]:
         c = sub.add_parser(name, help=text, description=text)

@@ -119,6 +119,9 @@ def test_a_multi_objective_search_writes_its_pareto_front(idx_root, tmp_path):
         t = study.trials[point["trial"]]
         assert point["values"] == {"val_acc": t.values[0], "n_params": t.values[1]}
         assert t.values[1] == records.read_results(tmp_path / f"trial_{t.number:04d}/seed=0")["n_params"]
+    from analysis.report import report
+    report([tmp_path], tmp_path / "report")
+    assert (tmp_path / "report" / "optuna_pareto.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -153,3 +156,24 @@ def test_a_search_on_joblib_keeps_two_trials_in_flight(idx_root, tmp_path):
     short, long, successor = (timing[n][1] for n in range(3))
     # the short trial's worker took the next trial at once, while the long one still trained
     assert short["heartbeat"] <= successor["started"] < long["heartbeat"]
+
+
+def test_the_noise_aware_pruner_spares_a_trial_within_its_seeds_noise_and_prunes_one_beyond_it():
+    from neuralforge.pruners import SeedNoisePruner
+    from neuralforge.search import PER_SEED_BY_EPOCH
+
+    study = optuna.create_study(direction="maximize", pruner=SeedNoisePruner(k=2.0, n_startup_trials=3))
+    for value in (0.90, 0.91, 0.92):
+        done = study.ask()
+        done.report(value, 1)
+        study.tell(done, value)
+
+    def behind(per_seed):  # a trial whose members' mean at epoch 1 is 0.87, the median 0.91
+        trial = study.ask()
+        trial.set_user_attr(PER_SEED_BY_EPOCH, {"1": per_seed})
+        trial.report(sum(per_seed) / len(per_seed), 1)
+        return trial.should_prune()
+
+    assert not behind([0.81, 0.93, 0.87])  # 2 standard errors (0.069) reach past the median
+    assert behind([0.86, 0.88, 0.87])  # its seeds agree: 0.87 is behind beyond their noise
+    assert optuna.pruners.MedianPruner(n_startup_trials=3).prune(study, study.trials[-2])  # which the median prunes
