@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 
 from neuralforge import hardware, sweeps
 from neuralforge.engine import train
-from neuralforge.search import Reporter
 from neuralforge.errors import NeuralForgeError
 
 log = logging.getLogger("neuralforge")
@@ -39,9 +38,12 @@ def main(cfg: DictConfig) -> float:
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
-    # a search's trial reports each epoch to its study, whose pruner may stop it
+    reporter = None
+    if cfg.trial is not None:  # a search's trial reports each epoch to its study, whose pruner may stop it
+        from neuralforge.search import Reporter  # Optuna, imported by the runs that use it
+        reporter = Reporter.for_job(cfg, hc.sweeper)
     return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel,
-                 on_epoch_end=Reporter.for_job(cfg, hc.sweeper))
+                 on_epoch_end=reporter)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ A worker is busy from a run's start to its last record (`timing.started` and
 `timing.heartbeat` in results.json); the busy fraction is the runs' busy time over
 2 workers x (last record - first start), so the workers' own start-up is left out.
 
-    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 16]
+    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=10)
     args = parser.parse_args()
     if not os.environ.get("NEURALFORGE_DATA"):
         raise SystemExit("set NEURALFORGE_DATA to the folder that holds MNIST/raw")

@@ -129,5 +129,7 @@ class Reporter:
             self.trial.set_user_attr(PER_SEED_BY_EPOCH, per_seed)
             for epoch, value in missing:
                 self.trial.report(value, epoch)
+        if run.epoch >= run.spec["trainer"]["epochs"]:
+            return False  # trained to the end: pruning now would save nothing and lose its value
         return self.trial.should_prune()
 

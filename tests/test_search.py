@@ -109,7 +109,7 @@ def test_a_grid_search_runs_its_grid_and_a_relaunch_trains_nothing(idx_root, tmp
 
 def test_a_multi_objective_search_writes_its_pareto_front(idx_root, tmp_path):
     run(idx_root, *SEARCH, "seeds_per_trial=2", "trainer.epochs=1", "objective=[val_acc,n_params]",
-        "hydra.sweeper.direction=[maximize,minimize]", "model.hidden=choice([8],[64,32])", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.direction=[maximize,minimize]", "hydra/sweeper/pruner=none", "model.hidden=choice([8],[64,32])", "hydra.sweeper.n_trials=3",
         f"hydra.sweep.dir={tmp_path}")
     study = study_of(tmp_path)
     assert len(study.directions) == 2
