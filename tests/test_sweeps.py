@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra.utils import instantiate
 from hydra_plugins.neuralforge_optuna.sweeper import NFOptunaSweeper
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
