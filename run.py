@@ -41,8 +41,13 @@ def main(cfg: DictConfig) -> float:
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
+    reporter = None
+    if cfg.trial is not None:  # a search's trial reports each epoch to its study, whose pruner may stop it
+        from neuralforge.search import Reporter  # Optuna, imported by the runs that use it
+        reporter = Reporter.for_job(cfg, hc.sweeper)
     try:
-        return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel)
+        return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel,
+                     on_epoch_end=reporter)
     except NeuralForgeError as err:
         folder = Path(hc.runtime.output_dir)
         if hc.mode == RunMode.RUN:

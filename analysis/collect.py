@@ -5,8 +5,8 @@ Histories, predictions and test labels are read later, only by the analyses that
 run would take most of that.
 
 Rows keep every run, whatever its status, so that problems() can list what is not there;
-the analyses use complete() and never see a failed, stale, running or missing run, nor a
-repeat of a run already counted.
+the analyses use complete() and never see a failed, pruned (stopped early by a search's pruner),
+stale, running or missing run, nor a repeat of a run already counted.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def complete(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def problems(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs that are not in any statistic, with why: failed, stale, running, missing, unreadable, repeat."""
+    """Runs that are not in any statistic, with why: failed, pruned, stale, running, missing, unreadable, repeat."""
     return df.loc[df["status"] != COMPLETE, ["status", "error", "overrides", "folder"]]
 
 

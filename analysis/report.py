@@ -36,8 +36,8 @@ NOTES = {  # what a table's columns do not say themselves; the columns are in an
 FILES = ("report.md", "runs.csv", "problems.csv", "summary.md", "summary.csv", "noise_floor.csv", "optimism.csv",
          "expected_max.csv", "compare.md", "compare.csv", "variance.md", "variance.csv", "stability.md",
          "stability.csv", "churn.png", "distribution.png", "curves.png", "ecdf.png", "expected_max.png",
-         "optuna_history.png", "optuna_importances.png", "anatomy.md", "anatomy.csv", "anatomy_pairs.csv",
-         "anatomy.png")
+         "optuna_history.png", "optuna_importances.png", "optuna_pareto.png", "anatomy.md", "anatomy.csv",
+         "anatomy_pairs.csv", "anatomy.png")
 
 
 def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
@@ -92,7 +92,8 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     csv("runs.csv", df, "every run found, one row each, with its status")
     left_out = problems(df)
     if len(left_out):
-        csv("problems.csv", left_out, "runs left out of every statistic: failed, stale, running, missing, unreadable, repeats")
+        csv("problems.csv", left_out, "runs left out of every statistic: failed, pruned, stale, running, missing, unreadable, "
+                                        "repeats")
 
     summary = tables.summarize(df, metric, seed=seed)
     csv("summary.csv", summary, f"{metric} per config")
@@ -172,8 +173,12 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     except AnalysisError as err:
         found, notes = None, [f"no Optuna figures: {err}"]
     if found is not None:
-        notes = optuna_study.plot(found, out / "optuna_history.png", out / "optuna_importances.png")
-        written.append({"file": "optuna_history.png", "what": f"optimisation history of study {found.study_name}"})
+        if len(found.directions) > 1:  # several objectives: their trade-off, not a history of one
+            notes = optuna_study.plot_pareto(found, out / "optuna_pareto.png")
+            written.append({"file": "optuna_pareto.png", "what": f"Pareto front of study {found.study_name}"})
+        else:
+            notes = optuna_study.plot(found, out / "optuna_history.png", out / "optuna_importances.png")
+            written.append({"file": "optuna_history.png", "what": f"optimisation history of study {found.study_name}"})
         if (out / "optuna_importances.png").exists():
             written.append({"file": "optuna_importances.png", "what": "hyperparameter importances (PED-ANOVA)"})
 

@@ -100,6 +100,26 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
     return notes
 
 
+def plot_pareto(study, path: Path) -> list[str]:
+    """The trials of a multi-objective study in its objectives' space, the Pareto front marked.
+    Returns notes on what could not be drawn."""
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as vis
+
+    names = study.user_attrs.get("nf_config", {}).get("objective")
+    names = names if isinstance(names, list) and len(names) == len(study.directions) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            ax = vis.plot_pareto_front(study, target_names=names)
+        except ValueError as err:  # more than three objectives
+            return [f"Pareto front not drawn: {err}"]
+        ax.figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        plt.close(ax.figure)
+    return []
+
+
 def _is_optuna_db(path: Path) -> bool:
     # Opening an arbitrary .db through Optuna would create Optuna's tables in it: look first.
     try:

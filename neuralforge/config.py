@@ -223,6 +223,8 @@ class Config:
     seeds_per_trial: Optional[int] = key(None, "seeds each Optuna trial averages (set by the search presets, with "
                                                "n_seeds: ${seeds_per_trial})")
     trial: Optional[int] = key(None, "the Optuna trial this run is (set by the sweeper)")
+    objective: Any = key(ADDED_LATER["objective"], "what a search optimises: val_acc, val_acc_std, wall_seconds or "
+                                                   "n_params; a list makes it multi-objective")
     device: str = key("auto", "auto, cpu, cuda, cuda:N or mps")
     threads: Optional[int] = key(None, "torch threads; null: all cores, shared among jobs that run at once")
     matmul_precision: str = key(ADDED_LATER["matmul_precision"], "torch.set_float32_matmul_precision: highest "

@@ -31,9 +31,9 @@ from tqdm import tqdm
 from neuralforge import checkpoint, data, functional, hardware, models, records
 from neuralforge.config import differences, fingerprint, member_name, member_spec, resolve, validate
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DiskFullError, DivergedError,
-                                NeuralForgeError)
+                                NeuralForgeError, Pruned)
 from neuralforge.models import flip_lowest_bit
-from neuralforge.records import BEST, COMPLETE, FAILED, LAST, RUNNING
+from neuralforge.records import BEST, COMPLETE, FAILED, LAST, PRUNED, RUNNING
 from neuralforge.seeding import group_generators
 
 log = logging.getLogger("neuralforge")
@@ -62,9 +62,12 @@ def member_folders(run_dir: Path, spec: dict[str, Any]) -> list[Path]:
 
 
 def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = (), parallel_jobs: int = 1,
-          on_epoch_end: Callable[["Run"], None] | None = None) -> float:
+          on_epoch_end: Callable[["Run"], bool | None] | None = None) -> float:
     """Train (or resume, or report) the run in `run_dir`; return the objective: validation
-    accuracy at the best epoch, averaged over the group's members."""
+    accuracy at the best epoch, averaged over the group's members.
+
+    `on_epoch_end(run)` is called after each epoch's records are written; when it returns
+    True (a search's pruner said so) the group stops, recorded as pruned, and Pruned is raised."""
     run = Run.prepare(cfg, run_dir, overrides=overrides, parallel_jobs=parallel_jobs, on_epoch_end=on_epoch_end)
     with checkpoint.RunLock(run.dir) as lock:
         run.heartbeat = lock.beat
@@ -108,7 +111,7 @@ class Run:
 
     @classmethod
     def prepare(cls, cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = (), parallel_jobs: int = 1,
-                on_epoch_end: Callable[["Run"], None] | None = None) -> "Run":
+                on_epoch_end: Callable[["Run"], bool | None] | None = None) -> "Run":
         """Check the config and settle device and threads; nothing is read or written yet."""
         validate(cfg)
         device = hardware.resolve_device(cfg.device)
@@ -329,8 +332,8 @@ class Run:
             self.write_records()
             self.heartbeat()
             self.report(seconds)
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self)
+            if self.on_epoch_end is not None and self.on_epoch_end(self):
+                self.prune()
 
     def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         t, d = self.spec["trainer"], self.spec["data"]
@@ -404,6 +407,16 @@ class Run:
             m.since_best += 1
         if row["epoch"] >= t["epochs"] or (t["patience"] and m.since_best >= t["patience"]):
             m.status = COMPLETE
+
+    def prune(self) -> None:
+        """Stop the members still training, for good: last.pt says so too, so that a relaunch
+        reports the pruning instead of training on."""
+        for m in self.members:
+            if m.status == RUNNING:
+                m.status = PRUNED
+        self.save_checkpoint()
+        self.write_records()
+        log.info("Pruned after epoch %d: the search's pruner stopped this trial", self.epoch)
 
     def save_checkpoint(self) -> None:
         checkpoint.save(self.state(), self.dir / LAST)
@@ -488,4 +501,6 @@ class Run:
             raise DivergedError(failed[0][1])
         if failed:
             raise DivergedError(f"{len(failed)} of {self.K} failed: " + "; ".join(f"{f.name}: {e}" for f, e in failed))
+        if any(m.status == PRUNED for m in self.members):
+            raise Pruned(f"pruned after epoch {max(len(m.history) for m in self.members)} by the search's pruner")
         return float(np.mean([m.best_score for m in self.members]))

@@ -56,6 +56,8 @@ ROLES: dict[str, Role] = {
     "init_perturb": Role(tells_configs_apart=False, added_later_at=0),
     "data.augment.flip": Role(added_later_at=False),
     "data.num_classes": Role(added_later_at=None),
+    # what a search optimises, not what a run computes
+    "objective": Role(tells_configs_apart=False, searchable=False, added_later_at="val_acc"),
 }
 # choices of the defaults list that a command line names (+experiment=widths): not config keys,
 # and not part of what a job is
@@ -64,8 +66,8 @@ CHOICES: dict[str, Role] = {
     "hparams_search": Role(names_folder=False, tells_configs_apart=False, searchable=False),
 }
 # top-level config keys that are values, not sections
-TOP_LEVEL = ("seed", "n_seeds", "vary", "init_perturb", "allow_targets", "seeds_per_trial", "trial", "device",
-             "threads", "matmul_precision")
+TOP_LEVEL = ("seed", "n_seeds", "vary", "init_perturb", "allow_targets", "seeds_per_trial", "trial", "objective",
+             "device", "threads", "matmul_precision")
 
 
 def role(key: str) -> Role:

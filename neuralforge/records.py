@@ -42,17 +42,19 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
 
 
 class State(StrEnum):
-    """A run's state. A record stores running, complete or failed; the others are judged from
+    """A run's state. A record stores running, complete, failed or pruned; the others are judged from
     outside: stale (recorded as running by a process that is gone), missing (a sweep's job that
     never started). The order is the order in which summaries count them."""
     COMPLETE = "complete"
     FAILED = "failed"
+    PRUNED = "pruned"  # stopped early by a search's pruner: final, never resumed, in no statistic
     STALE = "stale"
     RUNNING = "running"
     MISSING = "missing"
 
 
-RUNNING, COMPLETE, FAILED, STALE, MISSING = State.RUNNING, State.COMPLETE, State.FAILED, State.STALE, State.MISSING
+RUNNING, COMPLETE, FAILED, PRUNED = State.RUNNING, State.COMPLETE, State.FAILED, State.PRUNED
+STALE, MISSING = State.STALE, State.MISSING
 
 
 class Metrics(TypedDict):

@@ -97,7 +97,9 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
 def summary_line(states: dict[str, list[Path]]) -> str:
     """'N runs: k complete, ...': a group's members count one run each."""
     counts = Counter({s: len(v) for s, v in states.items()})
-    return f"{sum(counts.values())} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
+    # pruned exists only in searches that prune: said only when there are some
+    return f"{sum(counts.values())} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES
+                                                         if s != records.PRUNED or counts[s])
 
 
 def writable_or_exit(folder: Path, key: str) -> None:
@@ -127,7 +129,7 @@ class SweepCallback(Callback):
         writable_or_exit(sweep_dir, "hydra.sweep.dir")
         relaunch[:] = [f"the same command with hydra.sweep.dir={sweep_dir} " + (
             "resumes each job from its last finished epoch" if _is_grid(config)
-            else "goes on: interrupted trials are replaced by new ones")]
+            else "goes on: interrupted trials resume from their last finished epoch")]
         if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         jobs = expected_jobs(config)
@@ -143,7 +145,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))
-        unfinished = [s for s in STATES if s != records.COMPLETE]
+        unfinished = [s for s in STATES if s not in (records.COMPLETE, records.PRUNED)]
         for state in unfinished:
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)

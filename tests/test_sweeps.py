@@ -12,8 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra.utils import instantiate
-from hydra_plugins.neuralforge_optuna.sweeper import SAMPLER_WHITELIST, ResumableSweeperImpl
+from hydra_plugins.neuralforge_optuna.sweeper import NFOptunaSweeper
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
@@ -231,20 +230,18 @@ def test_searches_asking_at_once_draw_different_points_and_a_seed_replays_them(t
              "trainer.batch_size": CategoricalDistribution([32, 64, 128, 256])}
 
     def sweeper(storage):
-        sampler = instantiate(conf, _execution_whitelist_=SAMPLER_WHITELIST)
-        return ResumableSweeperImpl(sampler, "maximize", storage, "study", 6, 1, 1.0, None, None,
-                                    sampler_config=conf, stale_after_s=1800.0)
+        return NFOptunaSweeper(conf, None, "maximize", storage, "study", 6, 1, 1.0, None, None, stale_after_s=1800.0)
 
     # two searches started together: both open the study, seeing the same trials, before either asks
     a, b = sweeper(f"sqlite:///{tmp_path}/shared.db"), sweeper(f"sqlite:///{tmp_path}/shared.db")
     study_a, study_b = a.open_study(), b.open_study()
     drawn = []
     for _ in range(3):
-        drawn += [a.ask(study_a, space, {}, [])[1], b.ask(study_b, space, {}, [])[1]]
+        drawn += [tuple(a.ask(study_a, space, [])[1][:2]), tuple(b.ask(study_b, space, [])[1][:2])]
     assert len(set(drawn)) == 6
     alone = sweeper(f"sqlite:///{tmp_path}/alone.db")
     study = alone.open_study()
-    assert [alone.ask(study, space, {}, [])[1] for _ in range(6)] == drawn  # trial k draws with seed + k
+    assert [tuple(alone.ask(study, space, [])[1][:2]) for _ in range(6)] == drawn  # trial k draws with seed + k
 
 
 def test_a_search_stops_once_more_trials_failed_than_max_failure_rate(idx_root, tmp_path):
@@ -294,11 +291,12 @@ def test_two_searches_share_one_study(idx_root, tmp_path):
         assert rec["metrics"]["val_acc"] == t.value
 
 
-def _sweeper(storage, stale_after_s=1800.0):
+def _sweeper(storage, stale_after_s=1800.0, sweep_dir=None):
     conf = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 0})
-    sampler = instantiate(conf, _execution_whitelist_=SAMPLER_WHITELIST)
-    return ResumableSweeperImpl(sampler, "maximize", storage, "study", 4, 1, 1.0, None, None,
-                                sampler_config=conf, stale_after_s=stale_after_s)
+    sweeper = NFOptunaSweeper(conf, None, "maximize", storage, "study", 4, 1, 1.0, None, None,
+                              stale_after_s=stale_after_s)
+    sweeper.sweep_dir = sweep_dir
+    return sweeper
 
 
 def test_a_trial_of_another_host_is_failed_only_once_its_heartbeat_stops(tmp_path, monkeypatch):
@@ -308,36 +306,37 @@ def test_a_trial_of_another_host_is_failed_only_once_its_heartbeat_stops(tmp_pat
     for trial, beat in ((queued, time.time()), (gone, time.time() - 3600)):
         trial.set_user_attr("nf_host", "node-a")  # a SLURM job: queued for long, or its search died
         trial.set_user_attr("nf_heartbeat", beat)
-    sweeper.fail_stale(study, tmp_path)
+    sweeper.take_stale(study)
     assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "RUNNING"]
     # no owner at all: the search died between asking and claiming it; after a grace period
     monkeypatch.setattr("hydra_plugins.neuralforge_optuna.sweeper.ORPHAN_AFTER_S", 0.0)
-    sweeper.fail_stale(study, tmp_path)
+    sweeper.take_stale(study)
     assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "FAIL"]
     queued.set_user_attr("nf_heartbeat", 0.0)
     before = time.time()
-    with sweeper.heartbeat([queued]):
+    sweeper.in_flight = {queued.number: queued}
+    with sweeper.heartbeat():
         pass
     assert study.trials[0].user_attrs["nf_heartbeat"] >= before  # refreshed at once, not only later
 
 
 def test_a_trial_failed_by_another_search_is_not_told_twice_nor_expected(tmp_path):
     from hydra.core.utils import JobReturn, JobStatus
-    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
+    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db", sweep_dir=tmp_path)
     study = sweeper.open_study()
     trial = study.ask()
     for key, value in {"folder": "trial_0000", "overrides": ["trial=0"]}.items():
         trial.set_user_attr(f"nf_{key}", value)
-    sweeper.write_manifest(study, tmp_path)  # the launch lists it
+    sweeper.write_manifest(study)  # the launch lists it
     assert len(json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]) == 1
-    trial.set_user_attr("nf_stale", True)  # what another host's fail_stale did
+    trial.set_user_attr("nf_stale", True)  # what another host's take_stale did
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     sweeper.tell(study, trial, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9), tmp_path / "trial_0000")
     assert study.trials[0].state.name == "FAIL"
-    sweeper.write_manifest(study, tmp_path)  # a replaced trial is no job the sweep still expects
+    sweeper.write_manifest(study)  # a replaced trial is no job the sweep still expects
     assert json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"] == []
     with pytest.raises(Exception, match="no trial of study study completed"):
-        sweeper.report(study, tmp_path)
+        sweeper.report(study)
 
 
 def test_a_relaunch_adds_to_the_manifest_and_forgets_only_what_it_drops(tmp_path):
@@ -415,3 +414,13 @@ def test_a_run_refused_before_training_leaves_no_folder_but_a_folder_with_runs_s
     (kept / "notes.txt").write_text("mine")
     out = subprocess.run([*refused, f"hydra.run.dir={kept}"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
     assert out.returncode == 1 and (kept / "notes.txt").exists()
+
+
+def test_the_search_plugin_uses_no_private_name_of_hydra_or_optuna():
+    import re
+    source = (ROOT / "hydra_plugins/neuralforge_optuna/sweeper.py").read_text()
+    job_side = "".join((ROOT / f"neuralforge/{name}.py").read_text() for name in ("search", "pruners", "sweeps"))
+    for text in (source, job_side):
+        # a private module (`hydra._internal`, `hydra_optuna_sweeper._impl`) or attribute
+        # (`trial._trial_id`); Hydra's config keys (`_target_`, `_partial_`) end in an underscore
+        assert not re.findall(r"(?:import|from)\s+(?!__future__)[\w.]*\b_\w+|\._[a-z]\w*[a-z0-9]\b", text)

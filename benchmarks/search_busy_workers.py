@@ -1,0 +1,74 @@
+"""How busy a parallel search keeps its workers when trials differ in length: Hydra's stock
+Optuna sweeper, which launches trials in batches of n_jobs and waits for each batch's slowest,
+against nf_optuna, which launches the next trial as soon as one ends. Both on joblib with two
+workers, on the real MNIST, searching trainer.epochs in 1..6 with a seeded random sampler.
+
+A worker is busy from a run's start to its last record (`timing.started` and
+`timing.heartbeat` in results.json); the busy fraction is the runs' busy time over
+2 workers x (last record - first start), so the workers' own start-up is left out.
+
+    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from neuralforge import hardware, records  # noqa: E402
+
+SWEEPERS = {
+    "stock optuna (batches)": ["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                               "hydra.sweep.subdir=job_${hydra.job.num}"],
+    "nf_optuna (never waits)": ["hydra/sweeper=nf_optuna"],
+}
+
+
+def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dict:
+    command = [sys.executable, "run.py", "-m", *sweeper, "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+               f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=2", "trainer.epochs=choice(1,2,3,4,5,6)", "threads=1", "device=cpu",
+               "trainer.batch_size=256", f"hydra.sweep.dir={sweep_dir}"]
+    tick = time.time()
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - tick
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(sweeper)} failed:\n{out.stderr[-3000:]}")
+    runs = [json.loads(p.read_text()) for p in sweep_dir.rglob(records.RESULTS)]
+    start = min(r["timing"]["started"] for r in runs)
+    end = max(r["timing"]["heartbeat"] for r in runs)
+    busy = sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
+    return {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
+            "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    args = parser.parse_args()
+    if not os.environ.get("NEURALFORGE_DATA"):
+        raise SystemExit("set NEURALFORGE_DATA to the folder that holds MNIST/raw")
+    print(f"CPU: {hardware.device_name(torch.device('cpu'))}, {hardware.available_cores()} cores; joblib, 2 workers of "
+          f"1 thread; {args.trials} trials, trainer.epochs drawn from 1..6 (random sampler, seed 0)")
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, sweeper) in enumerate(SWEEPERS.items()):
+            r = rows[name] = search(Path(tmp) / str(i), sweeper, args)
+            print(f"{name:>24}: busy {100 * r['busy']:.1f}% of 2 workers over {r['span']:.0f} s; {r['trials']} "
+                  f"trials, {r['epochs']} epochs; command {r['wall']:.0f} s", flush=True)
+    (barrier, free) = rows.values()
+    print(f"busy fraction without the barrier / with it: x{free['busy'] / barrier['busy']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
