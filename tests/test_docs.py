@@ -92,7 +92,7 @@ def job_overrides(args: list[str]) -> tuple[list[list[str]], list[str]]:
     keys = [o.get_key_element() for o in parsed]
     # the command line's value of a key replaces the preset's, as Hydra's sweepers do
     last = {key: o for key, o in zip(keys, parsed)}
-    fixed = [f"{k}={o.value()}" if not o.is_sweep_override() else _first(o) for k, o in last.items()]
+    fixed = [o.input_line if not o.is_sweep_override() else _first(o) for o in last.values()]
     jobs = [fixed]
     for key, o in last.items():
         if o.is_sweep_override() and o.is_discrete_sweep():
@@ -194,3 +194,21 @@ def test_an_unknown_option_lists_the_real_options_only():
                          timeout=60)
     offered = out.stderr.split("Available options in 'data':")[1].split("Config search path")[0].split()
     assert out.returncode != 0 and offered == sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml"))
+
+
+def test_every_relative_link_in_the_docs_leads_to_a_file_and_heading_that_exist():
+    broken = []
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            if not linked.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.M)
+                slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+                if anchor not in slugs:
+                    broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not broken
