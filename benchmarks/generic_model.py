@@ -1,6 +1,7 @@
 """A model of one's own through torch.func against the built-in stacked MLP, on real MNIST.
 
-    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/generic_model.py [--epochs 2] [--singles 4]
+    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock \
+        python benchmarks/generic_model.py [--epochs 2] [--singles 4] [overrides, e.g. threads=1]
 
 The module is the notebook's MLP (784-128-64-10, ReLU) as a plain nn.Sequential written in
 a YAML file outside conf/ (found through hydra.searchpath), trained by the generic path
@@ -42,8 +43,9 @@ _args_:
 """
 
 
-def train_group(root: str, conf: Path, folder: Path, *overrides: str) -> tuple[list[float], list[float]]:
-    """Train one run folder; return the seconds of each training epoch and each member's test accuracy."""
+def train_group(root: str, conf: Path, folder: Path, *overrides: str) -> tuple[list[float], list[float], int]:
+    """Train one run folder; return the seconds of each training epoch, each member's test
+    accuracy, and the threads it ran on."""
     run = Run.prepare(harness_config(root, f"hydra.searchpath=[file://{conf}]", *overrides), folder)
     seconds, epoch = [], run.train_epoch
 
@@ -55,7 +57,7 @@ def train_group(root: str, conf: Path, folder: Path, *overrides: str) -> tuple[l
 
     run.train_epoch = timed  # the loop's own epochs, timed without the evaluation after each
     run.go()
-    return seconds, [records.read_results(f)["metrics"]["test_acc"] for f in run.folders]
+    return seconds, [records.read_results(f)["metrics"]["test_acc"] for f in run.folders], run.spec["threads"]
 
 
 def per_epoch(seconds: list[float]) -> float:
@@ -69,18 +71,20 @@ if __name__ == "__main__":
     parser.add_argument("overrides", nargs="*", help="more config overrides, for all runs")
     args = parser.parse_args()
     root = data_root()
-    print(f"threads: {configure()}, cpu: {machine()}, MNIST, {args.epochs} epochs, batch 64, Adam 1e-3")
+    configure()
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "conf"
         (conf / "model").mkdir(parents=True)
         (conf / "model" / "sequential.yaml").write_text(SEQUENTIAL)
         common = (f"trainer.epochs={args.epochs}", "seed=0", *args.overrides)
-        built_s, built_acc = train_group(root, conf, Path(tmp) / "builtin", "model=mlp", f"n_seeds={K}", *common)
-        gen_s, gen_acc = train_group(root, conf, Path(tmp) / "generic", "model=sequential", f"n_seeds={K}", *common)
+        built_s, built_acc, threads = train_group(root, conf, Path(tmp) / "builtin", "model=mlp", f"n_seeds={K}",
+                                                  *common)
+        gen_s, gen_acc, _ = train_group(root, conf, Path(tmp) / "generic", "model=sequential", f"n_seeds={K}", *common)
         single_s = [per_epoch(train_group(root, conf, Path(tmp) / f"single{s}", "model=sequential", "n_seeds=1",
                                           f"trainer.epochs={args.epochs}", f"seed={s}", *args.overrides)[0])
                     for s in range(args.singles)]
     built, generic, single = per_epoch(built_s) / K, per_epoch(gen_s) / K, float(np.mean(single_s))
+    print(f"cpu: {machine()}, threads per run: {threads}, MNIST, {args.epochs} epochs, batch 64, Adam 1e-3")
     print("| path | runs | s/epoch | s/model-epoch | generic K=32 vs this |")
     print("|---|---|---|---|---|")
     print(f"| built-in stacked MLP, K=32 | 1 | {built * K:.2f} | {built:.4f} | {generic / built:.2f}x the cost |")

@@ -212,6 +212,10 @@ def load(d: dict[str, Any], device: torch.device) -> Tensors:
             arrays[f"{split}_x"] = x
             arrays[f"{split}_y"] = torch.as_tensor(np.asarray(ds.labels if name == "svhn" else ds.targets))
         num_classes = NUM_CLASSES if name != "cifar100" else 100
+    shift, side = d["augment"]["shift"], min(arrays["train_x"].shape[2:])
+    if shift >= side:
+        raise DataError(f"data.augment.shift={shift} would move {side}-pixel images out of themselves: "
+                        f"give at most {side - 1}")
     return normalized(arrays, d["mean"], d["std"], num_classes, checksums, device)
 
 

@@ -46,7 +46,8 @@ def normalized_chw(arrays: dict[str, np.ndarray], i: int) -> torch.Tensor:
 
 
 def spec(**d) -> dict:
-    return {"root": "/nowhere", "path": None, "download": False, "mean": None, "std": None, "num_classes": None, **d}
+    return {"root": "/nowhere", "path": None, "download": False, "mean": None, "std": None, "num_classes": None,
+            "augment": {"shift": 0, "flip": False}, **d}
 
 
 # ---------------------------------------------------------------- tensors files
@@ -123,6 +124,13 @@ def test_a_pt_file_holding_pickled_code_or_a_missing_file_is_refused_in_one_line
         with pytest.raises(DataError, match=message) as err:
             train(make_cfg("data=tensors", f"data.path={path}"), tmp_path / "run")
         assert "\n" not in str(err.value)
+
+
+def test_a_shift_as_large_as_the_images_is_refused(make_cfg, tmp_path):
+    path = tmp_path / "small.npz"
+    np.savez(path, **tensors_arrays(side=(6, 9)))
+    with pytest.raises(DataError, match="data.augment.shift=6 would move 6-pixel images out of themselves"):
+        train(make_cfg("data=tensors", f"data.path={path}", "data.val_size=50", "data.augment.shift=6"), tmp_path / "r")
 
 
 def test_data_tensors_without_a_path_says_which_key_to_give(make_cfg, tmp_path):
