@@ -16,6 +16,9 @@ from neuralforge.engine import train
 from neuralforge.errors import LockedError, NeuralForgeError
 
 log = logging.getLogger("neuralforge")
+# A Ctrl-C on a joblib sweep leaves joblib's semaphores to its resource tracker, a process of its
+# own, whose warning about them says nothing to do: the interrupt's one line says what to do.
+os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
 
 
 def _one_line_errors(kind, err, tb):

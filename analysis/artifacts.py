@@ -14,12 +14,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from neuralforge.records import HISTORY, PREDICTIONS, RESULTS
+from neuralforge.idx import FILES, FOLDERS, LABEL_MAGIC
+from neuralforge.records import HISTORY, PREDICTIONS, read_results
 
-# data.name -> the torchvision class whose folder holds the raw files
-DATASET_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
-TEST_LABELS = "t10k-labels-idx1-ubyte"
-LABEL_MAGIC = 2049
 
 
 def histories(runs: pd.DataFrame) -> pd.DataFrame:
@@ -46,10 +43,10 @@ def predictions(runs: pd.DataFrame) -> tuple[list[str], np.ndarray | None]:
 
 def test_labels(folder: str | Path) -> np.ndarray:
     """The true test labels of the run in `folder`, from the files it was evaluated on."""
-    data = json.loads((Path(folder) / RESULTS).read_text())["config"]["data"]
-    if data["name"] not in DATASET_FOLDERS:
+    data = read_results(Path(folder))["config"]["data"]
+    if data["name"] not in FOLDERS:
         return _dataset_labels(json.dumps(data, sort_keys=True))
-    return _read_labels(str(Path(data["root"]) / DATASET_FOLDERS[data["name"]] / "raw" / TEST_LABELS))
+    return _read_labels(str(Path(data["root"]) / FOLDERS[data["name"]] / "raw" / FILES["test_labels"]))
 
 
 @functools.lru_cache(maxsize=8)

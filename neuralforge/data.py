@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
+from neuralforge.idx import FILES, IMAGE_MAGIC, LABEL_MAGIC
 from neuralforge import tensorfile
 from neuralforge.errors import DataError
 
@@ -38,13 +39,6 @@ COLOUR_DATASETS = {  # 32x32 RGB images, in the files torchvision downloads
     "svhn": datasets.SVHN,
 }
 TENSORS = "tensors"
-FILES = {  # the same four names for the whole 28x28 family
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 NUM_CLASSES = 10
 
 

@@ -142,6 +142,8 @@ class SweepCallback(Callback):
         log.info("Sweep of %d jobs into %s", len(jobs), sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            return  # stopped by Ctrl-C: run.py says so in one line, with the command that resumes
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))

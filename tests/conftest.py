@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from neuralforge import hardware
+from neuralforge.idx import FILES, IMAGE_MAGIC, LABEL_MAGIC
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 N_TRAIN, N_TEST = 600, 200
@@ -35,7 +36,7 @@ def make_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    magic = 2051 if array.ndim == 3 else 2049
+    magic = IMAGE_MAGIC if array.ndim == 3 else LABEL_MAGIC
     header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
@@ -44,10 +45,10 @@ def write_dataset(root: Path, seed: int = 0) -> Path:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
         images, labels = make_images(n, rng)
-        write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+        write_idx(raw / FILES[f"{split}_images"], images)
+        write_idx(raw / FILES[f"{split}_labels"], labels)
     return root
 
 

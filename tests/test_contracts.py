@@ -161,3 +161,9 @@ def test_analysis_shows_which_runs_came_from_a_modified_tree(make_cfg, tmp_path)
                          text=True, timeout=120)
     assert out.returncode == 0 and "1 runs came from a modified tree" in out.stderr
     assert collect(tmp_path)["modified_tree"].tolist() == [True]
+
+
+def test_the_idx_folders_are_torchvisions_class_names():
+    from neuralforge import data, idx
+    assert idx.FOLDERS == {name: cls.__name__ for name, cls in data.DATASETS.items() if name in idx.FOLDERS}
+    assert set(idx.FOLDERS) == {"mnist", "fashion_mnist", "kmnist"}
