@@ -7,7 +7,7 @@ A worker is busy from a run's start to its last record (`timing.started` and
 `timing.heartbeat` in results.json); the busy fraction is the runs' busy time over
 2 workers x (last record - first start), so the workers' own start-up is left out.
 
-    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10]
+    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10] [--seeds 1] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
     command = [sys.executable, "run.py", "-m", *sweeper, "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
                f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
                "hydra.launcher.n_jobs=2", "trainer.epochs=choice(1,2,3,4,5,6)", "threads=1", "device=cpu",
-               "trainer.batch_size=256", f"hydra.sweep.dir={sweep_dir}"]
+               f"trainer.batch_size={args.batch_size}", f"n_seeds={args.seeds}", f"hydra.sweep.dir={sweep_dir}"]
     tick = time.time()
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - tick
@@ -55,11 +55,15 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
+    # longer trials make the gap between two trials (the job's start-up, ask and tell) a smaller share
+    parser.add_argument("--seeds", type=int, default=1, help="seeds trained together in each trial")
+    parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     if not os.environ.get("NEURALFORGE_DATA"):
         raise SystemExit("set NEURALFORGE_DATA to the folder that holds MNIST/raw")
     print(f"CPU: {hardware.device_name(torch.device('cpu'))}, {hardware.available_cores()} cores; joblib, 2 workers of "
-          f"1 thread; {args.trials} trials, trainer.epochs drawn from 1..6 (random sampler, seed 0)")
+          f"1 thread; {args.trials} trials of {args.seeds} seeds at batch {args.batch_size}, trainer.epochs drawn from 1..6 "
+          f"(random sampler, seed 0)")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, sweeper) in enumerate(SWEEPERS.items()):

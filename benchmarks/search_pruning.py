@@ -37,7 +37,7 @@ def search(sweep_dir: Path, pruner: str, args: argparse.Namespace) -> dict:
                f"hydra.sweeper.n_trials={args.trials}", f"seeds_per_trial={args.seeds}",
                f"trainer.epochs=choice({args.epochs})", f"threads={args.threads}", "device=cpu",
                f"hydra.sweep.dir={sweep_dir}", *args.extra]
-    if pruner != "none":
+    if pruner in ("median", "percentile", "seed_noise"):  # the others start pruning by their own rules
         command.append(f"hydra.sweeper.pruner.n_startup_trials={args.startup}")
     tick = time.time()
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", default="1,2,3", help="the choices of trainer.epochs searched")
-    parser.add_argument("--startup", type=int, default=3, help="completed trials before a pruner prunes")
+    parser.add_argument("--startup", type=int, default=3, help="completed trials before median, percentile or seed_noise prunes")
     parser.add_argument("--threads", type=int, default=hardware.available_cores())
     parser.add_argument("--pruners", default="none,seed_noise,median,hyperband")
     parser.add_argument("extra", nargs="*", help="more overrides for every search")
