@@ -44,7 +44,9 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
     wall = time.time() - tick
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(sweeper)} failed:\n{out.stderr[-3000:]}")
-    runs = [json.loads(p.read_text()) for p in sweep_dir.rglob(records.RESULTS)]
+    members = [json.loads(p.read_text()) for p in sweep_dir.rglob(records.RESULTS)]
+    # a trial's members train together in one job: its busy time counts once
+    runs = list({r["group"]["folder"]: r for r in members}.values())
     start = min(r["timing"]["started"] for r in runs)
     end = max(r["timing"]["heartbeat"] for r in runs)
     busy = sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
