@@ -104,7 +104,7 @@ def test_a_search_config_run_without_multirun_says_so(idx_root, tmp_path):
 
 def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
     proc = start(idx_root, "trainer.epochs=500", f"hydra.run.dir={tmp_path}")
-    wait_until((tmp_path / "last.pt").exists, timeout=60)
+    wait_until((tmp_path / records.RESULTS).exists, timeout=60)  # written after last.pt, each epoch
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
