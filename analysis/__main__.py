@@ -18,7 +18,8 @@ import pandas as pd  # noqa: E402
 
 from analysis import glossary, plots, tables  # noqa: E402
 from analysis.anatomy import anatomy  # noqa: E402
-from analysis.collect import MANIFEST, REPEAT, RESULTS, collect, complete, describe_problems, problems  # noqa: E402
+from analysis.collect import (MANIFEST, REPEAT, RESULTS, collect, complete, describe_problems,  # noqa: E402
+                              from_modified_tree, problems)
 from analysis.errors import AnalysisError  # noqa: E402
 from analysis.markdown import markdown  # noqa: E402
 from analysis.report import NOTES, report  # noqa: E402
@@ -201,7 +202,7 @@ def _warn(df: pd.DataFrame, folders: list[str]) -> None:
     if left_out:
         print(f"note: left out of every statistic: {left_out} "
               f"(python -m analysis problems {' '.join(folders)})", file=sys.stderr)
-    modified = int(((df["status"] == COMPLETE) & (df["modified_tree"] == True)).sum())  # noqa: E712 (NaN rows)
+    modified = from_modified_tree(df)
     if modified:
         print(f"note: {modified} runs came from a modified tree: each record's provenance.source_diff, with its "
               f"git_commit, rebuilds its code", file=sys.stderr)

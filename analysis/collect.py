@@ -131,6 +131,11 @@ def problems(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[df["status"] != COMPLETE, ["status", "error", "overrides", "folder"]]
 
 
+def from_modified_tree(df: pd.DataFrame) -> int:
+    """Complete runs trained on a tree with uncommitted changes (their source.diff rebuilds them)."""
+    return int(((df["status"] == COMPLETE) & (df["modified_tree"] == True)).sum())  # noqa: E712 (NaN rows)
+
+
 def describe_problems(df: pd.DataFrame) -> str:
     """'2 failed, 1 missing', or '' when every run is complete."""
     counts = df.loc[df["status"] != COMPLETE, "status"].value_counts()

@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis import glossary, plots, stats, study as optuna_study, tables
 from analysis.anatomy import anatomy, has_anatomy
-from analysis.collect import collect, complete, describe_problems, problems
+from analysis.collect import collect, complete, describe_problems, from_modified_tree, problems
 from analysis.errors import AnalysisError
 from analysis.groups import group_keys, groups, show
 from analysis.markdown import markdown
@@ -224,7 +224,7 @@ def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataF
 def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str],
            headline: list[str]) -> None:
     n_complete = int((df["status"] == COMPLETE).sum())
-    modified = int(((df["status"] == COMPLETE) & (df["modified_tree"] == True)).sum())  # noqa: E712 (NaN rows)
+    modified = from_modified_tree(df)
     left_out = describe_problems(df)
     lines = [f"# Analysis of {', '.join(df.attrs.get('roots', [])) or 'runs'}", "", *headline,
              f"{n_complete} complete runs" + (f"; left out of every statistic: {left_out} (problems.csv)"

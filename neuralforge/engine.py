@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from neuralforge import checkpoint, data, functional, hardware, models, records
-from neuralforge.config import differences, fingerprint, member_name, member_spec, resolve, validate
+from neuralforge.config import VARY_ALL, differences, fingerprint, member_name, member_spec, resolve, validate
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DiskFullError, DivergedError,
                                 NeuralForgeError, Pruned)
 from neuralforge.models import flip_lowest_bit
@@ -223,7 +223,12 @@ class Run:
 
     def seeds_text(self) -> str:
         first = self.spec["seed"]
-        return f"seed {first}" if self.K == 1 else f"seeds {first}..{first + self.K - 1} together"
+        if self.K == 1:
+            return f"seed {first}"
+        if self.spec["vary"] == VARY_ALL:
+            return f"seeds {first}..{first + self.K - 1} together"
+        # members that differ in one source only: named by it, as their folders are
+        return f"{self.K} runs together, {member_name(self.specs[0])} to {member_name(self.specs[-1])}"
 
     # ----------------------------------------------------------------- build
     def setup(self) -> None:
@@ -484,8 +489,8 @@ class Run:
             return
         test = 100 * np.array([r["test_acc"] for r in rows])
         log.info("Done: %d of %d seeds complete, epochs chosen on %s: test acc mean %.2f%% [min %.2f, max %.2f] | "
-                 "%.1f s | results in %s/seed=*", len(done), self.K, chosen, test.mean(), test.min(), test.max(),
-                 wall, self.dir)
+                 "%.1f s | results in %s", len(done), self.K, chosen, test.mean(), test.min(), test.max(),
+                 wall, self.dir / f"{self.folders[0].name.split('=')[0]}=*")
 
     def finish(self) -> float:
         # a no-op after the loop's own last write; it completes the records of a run killed

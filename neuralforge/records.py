@@ -97,6 +97,7 @@ class Record(TypedDict):
     overrides: list[str]
     group: Group
     n_params: int
+    dropout_masks: str  # whose generator drew each member's dropout masks
     timing: Timing
     provenance: dict[str, Any]
 
