@@ -7,6 +7,11 @@ A worker is busy from a run's start to its last record (`timing.started` and
 `timing.heartbeat` in results.json); the busy fraction is the runs' busy time over
 2 workers x (last record - first start), so the workers' own start-up is left out.
 
+For nf_optuna it also splits the idle time, from the study's timestamps: the tail (once the
+last trial has started, a worker with nothing left to start waits for it), each trial's
+start-up (asked for -> its run starts: the launch, Hydra's job set-up) and wind-down (its last
+record -> told to the study: the job's end, the result's return, the tell), and the rest.
+
     NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10] [--seeds 1] [--batch-size 256]
 """
 
@@ -21,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 from neuralforge import hardware, records  # noqa: E402
 
 SWEEPERS = {
-    "stock optuna (batches)": ["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+    "stock": ["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
                                "hydra.sweep.subdir=job_${hydra.job.num}"],
-    "nf_optuna (never waits)": ["hydra/sweeper=nf_optuna"],
+    "nf_optuna": ["hydra/sweeper=nf_optuna"],
 }
 
 
@@ -50,8 +56,31 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
     start = min(r["timing"]["started"] for r in runs)
     end = max(r["timing"]["heartbeat"] for r in runs)
     busy = sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
-    return {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
-            "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall}
+    row = {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
+           "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall}
+    if (sweep_dir / "optuna.db").exists():
+        row["idle"] = idle_parts(sweep_dir, runs, start, end)
+    return row
+
+
+def idle_parts(sweep_dir: Path, runs: list[dict], start: float, end: float) -> dict[str, float]:
+    """Seconds of the 2 workers' idle time, by cause (see the module's docstring)."""
+    storage = f"sqlite:///{sweep_dir}/optuna.db"
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    by_folder = {Path(r["group"]["folder"]).name: r for r in runs}
+    last = max(runs, key=lambda r: r["timing"]["started"])
+    # once the last trial has started, each worker runs its final trial, and the one that
+    # ends first has nothing left to start
+    others = [r["timing"]["heartbeat"] for r in runs if r is not last]
+    tail_from = max(last["timing"]["started"], min(last["timing"]["heartbeat"], max(others, default=end)))
+    tail = end - tail_from
+    startup = winddown = 0.0  # counted inside [start, tail_from] only, as the tail is
+    for t in study.trials:
+        r = by_folder[t.user_attrs["nf_folder"]]
+        startup += max(0.0, r["timing"]["started"] - max(t.datetime_start.timestamp(), start))
+        winddown += max(0.0, min(t.datetime_complete.timestamp(), tail_from) - r["timing"]["heartbeat"])
+    idle = 2 * (end - start) - sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
+    return {"tail": tail, "start-up": startup, "wind-down": winddown, "other": idle - tail - startup - winddown}
 
 
 def main() -> None:
@@ -60,6 +89,7 @@ def main() -> None:
     # longer trials make the gap between two trials (the job's start-up, ask and tell) a smaller share
     parser.add_argument("--seeds", type=int, default=1, help="seeds trained together in each trial")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--sweepers", default=",".join(SWEEPERS), help="which to run, of: " + ", ".join(SWEEPERS))
     args = parser.parse_args()
     if not os.environ.get("NEURALFORGE_DATA"):
         raise SystemExit("set NEURALFORGE_DATA to the folder that holds MNIST/raw")
@@ -68,12 +98,17 @@ def main() -> None:
           f"(random sampler, seed 0)")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, sweeper) in enumerate(SWEEPERS.items()):
-            r = rows[name] = search(Path(tmp) / str(i), sweeper, args)
-            print(f"{name:>24}: busy {100 * r['busy']:.1f}% of 2 workers over {r['span']:.0f} s; {r['trials']} "
+        for i, name in enumerate(args.sweepers.split(",")):
+            r = rows[name] = search(Path(tmp) / str(i), SWEEPERS[name], args)
+            print(f"{name:>9}: busy {100 * r['busy']:.1f}% of 2 workers over {r['span']:.0f} s; {r['trials']} "
                   f"trials, {r['epochs']} epochs; command {r['wall']:.0f} s", flush=True)
-    (barrier, free) = rows.values()
-    print(f"busy fraction without the barrier / with it: x{free['busy'] / barrier['busy']:.2f}")
+            if "idle" in r:
+                span2 = 2 * r["span"]
+                print(" " * 11 + "idle, as a share of 2 workers' time: " + ", ".join(
+                    f"{k} {100 * v / span2:.1f}% ({v:.1f} s)" for k, v in r["idle"].items()), flush=True)
+    if len(rows) == 2:
+        (barrier, free) = rows.values()
+        print(f"busy fraction without the barrier / with it: x{free['busy'] / barrier['busy']:.2f}")
 
 
 if __name__ == "__main__":
