@@ -31,7 +31,7 @@ from tqdm import tqdm
 from neuralforge import checkpoint, data, functional, hardware, models, records
 from neuralforge.config import VARY_ALL, differences, fingerprint, member_name, member_spec, resolve, validate
 from neuralforge.errors import (CheckpointError, ConfigError, DataError, DiskFullError, DivergedError,
-                                NeuralForgeError, Pruned)
+                                NeuralForgeError)
 from neuralforge.models import flip_lowest_bit
 from neuralforge.records import BEST, COMPLETE, FAILED, LAST, PRUNED, RUNNING
 from neuralforge.seeding import group_generators
@@ -67,7 +67,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
     accuracy at the best epoch, averaged over the group's members.
 
     `on_epoch_end(run)` is called after each epoch's records are written; when it returns
-    True (a search's pruner said so) the group stops, recorded as pruned, and Pruned is raised."""
+    True (a search's pruner said so) the group stops, recorded as pruned, and NaN is returned:
+    no objective, and no exception, which Hydra would log as a failed job with its traceback."""
     run = Run.prepare(cfg, run_dir, overrides=overrides, parallel_jobs=parallel_jobs, on_epoch_end=on_epoch_end)
     with checkpoint.RunLock(run.dir) as lock:
         run.heartbeat = lock.beat
@@ -507,5 +508,5 @@ class Run:
         if failed:
             raise DivergedError(f"{len(failed)} of {self.K} failed: " + "; ".join(f"{f.name}: {e}" for f, e in failed))
         if any(m.status == PRUNED for m in self.members):
-            raise Pruned(f"pruned after epoch {max(len(m.history) for m in self.members)} by the search's pruner")
+            return math.nan  # the sweeper reads the records' status, and tells the trial PRUNED
         return float(np.mean([m.best_score for m in self.members]))

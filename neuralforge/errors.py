@@ -38,6 +38,3 @@ class RecordError(NeuralForgeError):
 class SearchError(NeuralForgeError):
     """A search that cannot go on, or in which nothing trained."""
 
-
-class Pruned(NeuralForgeError):
-    """A search's pruner stopped the trial: its runs are recorded as pruned."""

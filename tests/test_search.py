@@ -39,6 +39,8 @@ def test_a_search_prunes_trials_of_a_bad_region_and_records_them_as_pruned(idx_r
     out = run(idx_root, *args)
     log = out.stdout + out.stderr
     assert "Trial 2 pruned after epoch 1" in log
+    # a pruned job ends normally: no "Job failed" and no traceback, on the console or in its log
+    assert "Job failed" not in log and "Traceback" not in log + (tmp_path / "trial_0002" / "run.log").read_text()
     trials = study_of(tmp_path).trials
     assert [(t.params["optimizer.lr"], t.state.name) for t in trials] == [
         (0.002, "COMPLETE"), (0.003, "COMPLETE"), (10, "PRUNED")]

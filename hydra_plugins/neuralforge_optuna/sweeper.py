@@ -48,7 +48,6 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
@@ -534,9 +533,9 @@ class NFOptunaSweeper(Sweeper):
         for key in ("val_acc", "test_acc"):
             trial.set_user_attr(f"{key}_per_seed", [r["metrics"][key] for r in done])
         statuses = {r["status"] for r in runs}
-        if ret.status == JobStatus.FAILED and records.PRUNED in statuses and records.FAILED not in statuses:
+        if records.PRUNED in statuses and records.FAILED not in statuses:
             log.info("Trial %d pruned after epoch %d", trial.number, max(r["metrics"]["epochs_run"] for r in runs))
-            study.tell(trial, state=TrialState.PRUNED)  # the job raised Pruned after recording it
+            study.tell(trial, state=TrialState.PRUNED)  # its job recorded the pruning, and returned NaN
             return TrialState.PRUNED
         try:
             ret.return_value  # re-raises the job's exception
