@@ -7,10 +7,10 @@ A worker is busy from a run's start to its last record (`timing.started` and
 `timing.heartbeat` in results.json); the busy fraction is the runs' busy time over
 2 workers x (last record - first start), so the workers' own start-up is left out.
 
-For nf_optuna it also splits the idle time, from the study's timestamps: the tail (once the
-last trial has started, a worker with nothing left to start waits for it), each trial's
-start-up (asked for -> its run starts: the launch, Hydra's job set-up) and wind-down (its last
-record -> told to the study: the job's end, the result's return, the tell), and the rest.
+It also splits the idle time: the gaps between trials (a worker's last record of one trial
+to its next trial's start: the job's end, the tell, the ask, the launch and Hydra's job
+set-up), and the tail (once the last trial has started, the worker that ends first has
+nothing left to start). With batches, waiting for a batch's slowest trial is in the gaps.
 
     NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10] [--seeds 1] [--batch-size 256]
 """
@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import optuna
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,14 +36,17 @@ SWEEPERS = {
     "stock": ["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
                                "hydra.sweep.subdir=job_${hydra.job.num}"],
     "nf_optuna": ["hydra/sweeper=nf_optuna"],
+    # a third trial waits in joblib's queue, asked for and sent, for the first worker that frees
+    "nf_optuna+1": ["hydra/sweeper=nf_optuna", "hydra.sweeper.n_jobs=3"],
 }
 
 
 def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dict:
-    command = [sys.executable, "run.py", "-m", *sweeper, "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+    command = [sys.executable, "run.py", "-m", sweeper[0], "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
                f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
                "hydra.launcher.n_jobs=2", "trainer.epochs=choice(1,2,3,4,5,6)", "threads=1", "device=cpu",
-               f"trainer.batch_size={args.batch_size}", f"n_seeds={args.seeds}", f"hydra.sweep.dir={sweep_dir}"]
+               f"trainer.batch_size={args.batch_size}", f"n_seeds={args.seeds}", f"hydra.sweep.dir={sweep_dir}",
+               *sweeper[1:]]
     tick = time.time()
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - tick
@@ -58,29 +60,23 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
     busy = sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
     row = {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
            "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall}
-    if (sweep_dir / "optuna.db").exists():
-        row["idle"] = idle_parts(sweep_dir, runs, start, end)
+    row["idle"] = idle_parts(runs, start, end)
     return row
 
 
-def idle_parts(sweep_dir: Path, runs: list[dict], start: float, end: float) -> dict[str, float]:
+def idle_parts(runs: list[dict], start: float, end: float) -> dict[str, float]:
     """Seconds of the 2 workers' idle time, by cause (see the module's docstring)."""
-    storage = f"sqlite:///{sweep_dir}/optuna.db"
-    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
-    by_folder = {Path(r["group"]["folder"]).name: r for r in runs}
-    last = max(runs, key=lambda r: r["timing"]["started"])
-    # once the last trial has started, each worker runs its final trial, and the one that
-    # ends first has nothing left to start
-    others = [r["timing"]["heartbeat"] for r in runs if r is not last]
-    tail_from = max(last["timing"]["started"], min(last["timing"]["heartbeat"], max(others, default=end)))
-    tail = end - tail_from
-    startup = winddown = 0.0  # counted inside [start, tail_from] only, as the tail is
-    for t in study.trials:
-        r = by_folder[t.user_attrs["nf_folder"]]
-        startup += max(0.0, r["timing"]["started"] - max(t.datetime_start.timestamp(), start))
-        winddown += max(0.0, min(t.datetime_complete.timestamp(), tail_from) - r["timing"]["heartbeat"])
-    idle = 2 * (end - start) - sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
-    return {"tail": tail, "start-up": startup, "wind-down": winddown, "other": idle - tail - startup - winddown}
+    spans = sorted((r["timing"]["started"], r["timing"]["heartbeat"]) for r in runs)
+    # each trial after the first two starts on the worker that freed first: its gap is the
+    # time from that worker's last record to its own start
+    free, gaps = sorted(e for _, e in spans[:2]), []
+    for s, e in spans[2:]:
+        gaps.append(s - free.pop(0))
+        free = sorted([*free, e])
+    idle = 2 * (end - start) - sum(e - s for s, e in spans)
+    tail = free[-1] - free[0] if len(free) == 2 else 0.0
+    return {"tail": tail, "between trials": sum(gaps), "mean gap": sum(gaps) / max(len(gaps), 1),
+            "other": idle - tail - sum(gaps)}
 
 
 def main() -> None:
@@ -89,7 +85,7 @@ def main() -> None:
     # longer trials make the gap between two trials (the job's start-up, ask and tell) a smaller share
     parser.add_argument("--seeds", type=int, default=1, help="seeds trained together in each trial")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--sweepers", default=",".join(SWEEPERS), help="which to run, of: " + ", ".join(SWEEPERS))
+    parser.add_argument("--sweepers", default="stock,nf_optuna", help="which to run, of: " + ", ".join(SWEEPERS))
     args = parser.parse_args()
     if not os.environ.get("NEURALFORGE_DATA"):
         raise SystemExit("set NEURALFORGE_DATA to the folder that holds MNIST/raw")
@@ -100,12 +96,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.sweepers.split(",")):
             r = rows[name] = search(Path(tmp) / str(i), SWEEPERS[name], args)
-            print(f"{name:>9}: busy {100 * r['busy']:.1f}% of 2 workers over {r['span']:.0f} s; {r['trials']} "
+            print(f"{name:>11}: busy {100 * r['busy']:.1f}% of 2 workers over {r['span']:.0f} s; {r['trials']} "
                   f"trials, {r['epochs']} epochs; command {r['wall']:.0f} s", flush=True)
-            if "idle" in r:
-                span2 = 2 * r["span"]
-                print(" " * 11 + "idle, as a share of 2 workers' time: " + ", ".join(
-                    f"{k} {100 * v / span2:.1f}% ({v:.1f} s)" for k, v in r["idle"].items()), flush=True)
+            idle = r["idle"]
+            print(" " * 13 + f"idle: tail {100 * idle['tail'] / (2 * r['span']):.1f}%, between trials "
+                  f"{100 * idle['between trials'] / (2 * r['span']):.1f}% ({idle['mean gap']:.2f} s a trial), other "
+                  f"{100 * idle['other'] / (2 * r['span']):.1f}% of the 2 workers' time", flush=True)
     if len(rows) == 2:
         (barrier, free) = rows.values()
         print(f"busy fraction without the barrier / with it: x{free['busy'] / barrier['busy']:.2f}")

@@ -7,7 +7,7 @@ ratios to the unpruned one (`none`, which comes first).
 
     NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_pruning.py \
         [--trials 10] [--seeds 2] [--epochs 1,2,3] [--pruners none,seed_noise,median,hyperband] \
-        [--keep DIR] [--replay] [OVERRIDE ...]
+        [--keep DIR] [--replay [PRUNERS]] [OVERRIDE ...]
 
 A pruner is a name of `hydra/sweeper/pruner=`, with arguments after colons:
 `successive_halving:min_resource=2:reduction_factor=3`.
@@ -17,7 +17,8 @@ row saved in DIR/<pruner>/benchmark.json) is read back, not run again: a full-sc
 search takes most of an hour on a small CPU, and can then be compared with each new pruner.
 Rows read back say so, since their wall times were measured in an earlier run.
 
---replay also replays the unpruned search's learning curves through each pruner, trial by
+--replay also replays the unpruned search's learning curves through each pruner (those
+searched, or those it lists), trial by
 trial in the order they ran: which trials it would have stopped, the member-epochs it would
 have spent, and the best it would have kept. The trials are held fixed (a real pruned search
 samples its later trials from what it pruned), so this compares the pruners' decisions alone,
@@ -53,14 +54,14 @@ ROW = "benchmark.json"
 STUDY = "mlp_recipe"
 
 
-def pruner_arguments(spec: str, startup: int) -> tuple[str, dict[str, str]]:
+def pruner_arguments(spec: str, startup: int | None) -> tuple[str, dict[str, str]]:
     """`name:key=value:...` as the pruner's name and its arguments."""
     name, *pairs = spec.split(":")
     if name not in PRUNERS:
         raise SystemExit(f"--pruners: {name} is not one of {', '.join(PRUNERS)}")
     arguments = dict(pair.split("=", 1) for pair in pairs)
-    if "n_startup_trials" in PRUNERS[name].__dataclass_fields__:  # the others start pruning by their own rules
-        arguments.setdefault("n_startup_trials", str(startup))
+    if startup is not None and "n_startup_trials" in PRUNERS[name].__dataclass_fields__:
+        arguments.setdefault("n_startup_trials", str(startup))  # the others start pruning by their own rules
     return name, arguments
 
 
@@ -95,7 +96,9 @@ def replay(unpruned: optuna.Study, spec: str, args: argparse.Namespace) -> dict:
     name, arguments = pruner_arguments(spec, args.startup)
     node = OmegaConf.merge(OmegaConf.structured(PRUNERS[name]), OmegaConf.from_dotlist(
         [f"{k}={v}" for k, v in arguments.items()]))
-    study = optuna.create_study(direction="maximize", pruner=build_pruner(OmegaConf.to_container(node)))
+    # the real search's study name: Hyperband assigns trials to brackets by hashing it
+    study = optuna.create_study(study_name=unpruned.study_name, direction="maximize",
+                                pruner=build_pruner(OmegaConf.to_container(node)))
     spent, best, pruned = 0, None, 0
     for t in sorted(unpruned.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number):
         trial, steps = study.ask(), sorted(t.intermediate_values)
@@ -119,12 +122,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", default="1,2,3", help="the choices of trainer.epochs searched")
-    parser.add_argument("--startup", type=int, default=3, help="completed trials before median, percentile or seed_noise prunes")
+    parser.add_argument("--startup", type=int, help="completed trials before median, percentile or seed_noise prunes "
+                        "(default: each pruner's own)")
     parser.add_argument("--threads", type=int, default=hardware.available_cores())
     parser.add_argument("--pruners", default="none,seed_noise,median,hyperband",
                         help="the searches, `none` first; arguments after colons: successive_halving:reduction_factor=3")
     parser.add_argument("--keep", type=Path, help="keep the searches here, and reuse those finished")
-    parser.add_argument("--replay", action="store_true", help="also replay the unpruned search through each pruner")
+    parser.add_argument("--replay", nargs="?", const="", metavar="PRUNERS",
+                        help="also replay the unpruned search through each pruner searched, or through these")
     parser.add_argument("extra", nargs="*", help="more overrides for every search")
     args = parser.parse_args()
     if not os.environ.get("NEURALFORGE_DATA"):
@@ -135,12 +140,13 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"CPU: {hardware.device_name(torch.device('cpu'))}, {hardware.available_cores()} cores; torch threads {args.threads}")
     print(f"hparams_search=mlp_recipe, {args.trials} trials of {args.seeds} seeds, trainer.epochs=choice({args.epochs}), "
-          f"median, percentile and seed_noise wait for {args.startup} complete trials unless told; sampler seed 0 (the preset's)")
+          f"sampler seed 0 (the preset's)" + (f"; median, percentile and seed_noise wait for {args.startup} complete trials "
+          f"unless told" if args.startup is not None else ""))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = (args.keep or Path(tmp)).resolve()
         for spec in specs:
-            rows.append(search(folder / spec.replace(":", "_"), spec, args))
+            rows.append(search(folder / spec.replace(":", "_").replace("=", "-"), spec, args))
             r = rows[-1]
             print(f"{r['pruner']:>11}: {r['member_epochs']:4d} member-epochs, best validation mean "
                   f"{100 * r['best']:.2f}% (trial {r['best_trial']}), {r['pruned']} pruned / {r['complete']} complete, "
@@ -150,10 +156,10 @@ def main() -> None:
             print(f"{r['pruner']:>11} vs none: member-epochs x{r['member_epochs'] / base['member_epochs']:.2f}, "
                   f"best validation mean {100 * (r['best'] - base['best']):+.2f} points, "
                   f"wall time x{r['wall'] / base['wall']:.2f}")
-        if args.replay:
+        if args.replay is not None:
             unpruned = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{folder / 'none'}/optuna.db")
             print(f"Replayed on the unpruned search's {len(unpruned.trials)} trials, in their order:")
-            for spec in specs[1:]:
+            for spec in args.replay.split(",") if args.replay else specs[1:]:
                 r = replay(unpruned, spec, args)
                 print(f"{r['pruner']:>11}: member-epochs x{r['member_epochs'] / base['member_epochs']:.2f}, "
                       f"best validation mean {100 * r['best']:.2f}% (trial {r['best_trial']}, "

@@ -165,7 +165,7 @@ def test_the_noise_aware_pruner_spares_a_trial_within_its_seeds_noise_and_prunes
     from neuralforge.pruners import SeedNoisePruner
     from neuralforge.search import PER_SEED_BY_EPOCH
 
-    study = optuna.create_study(direction="maximize", pruner=SeedNoisePruner(k=2.0, n_startup_trials=3))
+    study = optuna.create_study(direction="maximize", pruner=SeedNoisePruner(k=2.0, percentile=50.0, n_startup_trials=3))
     for value in (0.90, 0.91, 0.92):
         done = study.ask()
         done.report(value, 1)
@@ -180,3 +180,23 @@ def test_the_noise_aware_pruner_spares_a_trial_within_its_seeds_noise_and_prunes
     assert not behind([0.81, 0.93, 0.87])  # 2 standard errors (0.069) reach past the median
     assert behind([0.86, 0.88, 0.87])  # its seeds agree: 0.87 is behind beyond their noise
     assert optuna.pruners.MedianPruner(n_startup_trials=3).prune(study, study.trials[-2])  # which the median prunes
+
+
+def test_the_noise_aware_pruner_by_default_keeps_only_trials_that_may_still_be_the_best():
+    from neuralforge.pruners import SeedNoisePruner
+    from neuralforge.search import PER_SEED_BY_EPOCH
+
+    study = optuna.create_study(direction="maximize", pruner=SeedNoisePruner())  # the presets' pruner
+    for value in (0.90, 0.95):  # its 2 start-up trials
+        done = study.ask()
+        done.report(value, 1)
+        study.tell(done, value)
+
+    def at(per_seed):  # members' mean 0.93: above the median of the two, behind the best
+        trial = study.ask()
+        trial.set_user_attr(PER_SEED_BY_EPOCH, {"1": per_seed})
+        trial.report(sum(per_seed) / len(per_seed), 1)
+        return trial.should_prune()
+
+    assert at([0.92, 0.93, 0.94])  # its seeds agree: 0.93 is behind 0.95 beyond their noise
+    assert not at([0.88, 0.93, 0.98])  # 2 standard errors (0.058) reach past the best

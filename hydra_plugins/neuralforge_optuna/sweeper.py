@@ -29,6 +29,7 @@ study, ask/tell and Trial API. It keeps the stock Optuna sweeper's keys (`sample
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -60,6 +61,7 @@ from neuralforge.config import flat, validate
 from neuralforge.keys import NOT_SEARCHABLE, RELAUNCH_MAY_CHANGE
 from neuralforge.errors import ConfigError, SearchError
 from neuralforge.liveness import STALE_AFTER_S, gone
+from neuralforge.pruners import SeedNoisePruner
 from neuralforge.search import (OBJECTIVES, SAMPLER_WHITELIST, build_pruner, objectives, open_storage,
                                 trial_id)
 
@@ -121,13 +123,16 @@ class WilcoxonPrunerConf:
     n_startup_steps: int = 2
 
 
+_SEED_NOISE = inspect.signature(SeedNoisePruner).parameters  # its defaults, said once, in the class
+
+
 @dataclass
 class SeedNoisePrunerConf:
     _target_: str = "neuralforge.pruners.SeedNoisePruner"
-    k: float = 2.0
-    percentile: float = 50.0
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
+    k: float = _SEED_NOISE["k"].default
+    percentile: float = _SEED_NOISE["percentile"].default
+    n_startup_trials: int = _SEED_NOISE["n_startup_trials"].default
+    n_warmup_steps: int = _SEED_NOISE["n_warmup_steps"].default
 
 
 PRUNERS = {"none": NopPrunerConf, "median": MedianPrunerConf, "percentile": PercentilePrunerConf,
