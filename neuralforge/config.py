@@ -21,7 +21,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neuralforge import anatomy
 from neuralforge.errors import ConfigError
-from neuralforge import anatomy
 from neuralforge.keys import ADDED_LATER, NOT_FINGERPRINTED, SEED_KEYS, SEED_SOURCES
 
 # What a group's members vary (`vary`), besides one seed source or several joined by "+":

@@ -70,10 +70,6 @@ TOP_LEVEL = ("seed", "n_seeds", "vary", "init_perturb", "allow_targets", "seeds_
              "device", "threads", "matmul_precision")
 
 
-def role(key: str) -> Role:
-    return ROLES.get(key) or CHOICES.get(key) or Role()
-
-
 def keys_where(**wanted: bool) -> tuple[str, ...]:
     """The listed keys (choices included) whose role has every attribute as wanted, e.g.
     keys_where(fingerprinted=False)."""
