@@ -150,12 +150,13 @@ def test_a_search_refuses_objectives_it_cannot_search_in_one_line(tmp_path, over
 
 
 def test_a_search_on_joblib_keeps_two_trials_in_flight(idx_root, tmp_path):
-    # the grid's order at sampler seed 0: a 1-epoch trial, then two of 40 epochs
-    run(idx_root, *SEARCH, "seeds_per_trial=1", "trainer.epochs=choice(1,40)", "optimizer.lr=choice(0.001,0.002)",
+    # the grid's order at sampler seed 0: a 1-epoch trial, then two of 200 epochs, long enough on
+    # the fixture to outlast the short trial and the gap before its successor (40 did not, once)
+    run(idx_root, *SEARCH, "seeds_per_trial=1", "trainer.epochs=choice(1,200)", "optimizer.lr=choice(0.001,0.002)",
         "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={tmp_path}", fast=[o for o in FAST if not o.startswith("trainer.epochs")])
     timing = {r["config"]["trial"]: (r["config"]["trainer"]["epochs"], r["timing"]) for r in results(tmp_path).values()}
-    assert [timing[n][0] for n in range(3)] == [1, 40, 40]
+    assert [timing[n][0] for n in range(3)] == [1, 200, 200]
     short, long, successor = (timing[n][1] for n in range(3))
     # the short trial's worker took the next trial at once, while the long one still trained
     assert short["heartbeat"] <= successor["started"] < long["heartbeat"]
