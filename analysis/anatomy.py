@@ -57,17 +57,17 @@ def anatomy(df: pd.DataFrame, metric: str = "test_acc", seed: int = 0) -> Anatom
     all_std = values["all"].std(ddof=1) if "all" in values and len(values["all"]) > 1 else math.nan
     if math.isnan(all_std):
         notes.append("no `all` condition with two runs or more: shares of its std are not computed")
-    rows, floor_note = [], None
+    loaded, floor_note = _load_predictions(conditions)
+    rows = []
     for c, runs in conditions.items():
         v = values[c]
         d = stats.describe(v, seed)
-        low, high = stats.std_interval(v, seed)
         try:
-            floor = _floor(runs)
+            floor = _floor(runs, loaded)
         except AnalysisError as err:
             floor, floor_note = {}, f"noise floor not computed: {err}"
         rows.append({"condition": c, "varies": CONDITIONS[c], "n": d["n"], "mean": d["mean"], "std": d["std"],
-                     "std_low": low, "std_high": high, "share_of_all": d["std"] / all_std,
+                     "std_low": d["std_low"], "std_high": d["std_high"], "share_of_all": d["std"] / all_std,
                      "floor_std": floor.get("floor_std", math.nan),
                      "remainder_std": floor.get("remainder_std", math.nan), "churn": floor.get("churn", math.nan)})
     if floor_note:
@@ -76,7 +76,7 @@ def anatomy(df: pd.DataFrame, metric: str = "test_acc", seed: int = 0) -> Anatom
     percent = ["mean", "std", "std_low", "std_high", "floor_std", "remainder_std"] if metric.endswith("_acc") else []
     table.attrs = {"metric": metric, "percent": percent, "share": ["share_of_all", "churn"]}
 
-    pairs = _pairs(conditions, metric)
+    pairs = _pairs(conditions, metric, loaded)
     needed = pd.DataFrame({"delta": DELTAS, "std_all": all_std,
                            "n_per_config": [stats.n_for_power(all_std, d) for d in DELTAS]})
     needed.attrs = {"metric": metric, "percent": ["delta", "std_all"] if metric.endswith("_acc") else []}
@@ -97,44 +97,65 @@ def _absent(df: pd.DataFrame, conditions: dict[str, pd.DataFrame]) -> list[str]:
             for c in CONDITIONS if c not in conditions]
 
 
-def _floor(runs: pd.DataFrame) -> dict[str, float]:
+def _load_predictions(conditions: dict[str, pd.DataFrame]) -> tuple[dict[str, np.ndarray], str | None]:
+    """Each run's predicted test labels by folder, read once (floors and pairs index them), and
+    why a condition's could not be read."""
+    loaded, note = {}, None
+    for runs in conditions.values():
+        try:
+            folders, preds = artifacts.predictions(runs)
+        except AnalysisError as err:
+            note = f"noise floor not computed: {err}"
+            continue
+        loaded.update(zip(folders, preds if preds is not None else []))
+    return loaded, note
+
+
+def _stack(runs: pd.DataFrame, loaded: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The runs' predictions as a (runs, test examples) array, or None unless every run left them."""
+    rows = [loaded.get(folder) for folder in runs["folder"]]
+    return None if not rows or any(r is None for r in rows) else np.stack(rows)
+
+
+def _floor(runs: pd.DataFrame, loaded: dict[str, np.ndarray]) -> dict[str, float]:
     """Test-set noise floor (Jordan 2023) and mean pairwise churn of the runs' predictions."""
-    folders, preds = artifacts.predictions(runs)
+    runs = runs[runs["folder"].isin(loaded)]
+    preds = _stack(runs, loaded)
     if preds is None or len(preds) < 2:
         return {}
-    labels = artifacts.test_labels(folders[0])
+    labels = artifacts.test_labels(runs["folder"].iat[0])
     out = stats.noise_floor(preds == labels[None, :])
     out["churn"] = stats.stability(preds, labels)["churn"]
     return out
 
 
-def _pairs(conditions: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+def _pairs(conditions: dict[str, pd.DataFrame], metric: str, loaded: dict[str, np.ndarray]) -> pd.DataFrame:
     rows = []
     if all(c in conditions for c in THREADS):
         a, b = (conditions[c].set_index("seed") for c in THREADS)
         both = a.index.intersection(b.index)
         if len(both):
             rows.append({"pair": "threads_1 vs threads_2, same seeds",
-                         **_distance(a.loc[both], b.loc[both], metric)})
+                         **_distance(a.loc[both], b.loc[both], metric, loaded)})
     if "perturb" in conditions and "init_perturb" in conditions["perturb"]:
         runs = conditions["perturb"].sort_values("init_perturb")
         base, others = runs.iloc[[0]], runs.iloc[1:]
         if len(others):
             rows.append({"pair": f"perturb vs its base (init_perturb={base['init_perturb'].iat[0]:g})",
-                         **_distance(base.loc[base.index.repeat(len(others))], others, metric)})
+                         **_distance(base.loc[base.index.repeat(len(others))], others, metric, loaded)})
     if "all" in conditions and len(conditions["all"]) > 1:
         runs = conditions["all"]
         i, j = map(list, zip(*itertools.combinations(range(len(runs)), 2)))
-        rows.append({"pair": "all: two runs, every seed different", **_distance(runs.iloc[i], runs.iloc[j], metric)})
+        rows.append({"pair": "all: two runs, every seed different", **_distance(runs.iloc[i], runs.iloc[j], metric, loaded)})
     table = pd.DataFrame(rows)
     table.attrs = {"metric": metric, "percent": ["mean_abs_diff", "max_abs_diff"] if metric.endswith("_acc") else [],
                    "share": ["churn"]}
     return table
 
 
-def _distance(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict[str, float]:
+def _distance(a: pd.DataFrame, b: pd.DataFrame, metric: str, loaded: dict[str, np.ndarray]) -> dict[str, float]:
     """Pair by pair, a's runs against b's; churn only where every run left its predictions."""
-    (fa, preds_a), (fb, preds_b) = artifacts.predictions(a), artifacts.predictions(b)
-    if len(fa) != len(a) or len(fb) != len(b):
+    preds_a, preds_b = _stack(a, loaded), _stack(b, loaded)
+    if preds_a is None or preds_b is None:
         preds_a = preds_b = None
     return stats.paired_distance(a[metric], b[metric], preds_a, preds_b)

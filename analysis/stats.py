@@ -41,19 +41,22 @@ def _std(x, axis=-1):
 
 
 def describe(values, seed: int = 0) -> dict[str, float]:
-    """Location and spread of one config's results, with two 95% intervals for the mean: a
-    seeded bootstrap and Student's t."""
+    """Location and spread of one config's results, with two 95% intervals for the mean (a
+    seeded bootstrap and Student's t) and a seeded bootstrap interval and standard error of the
+    std. The std's percentile interval (Efron & Tibshirani 1993, "An Introduction to the
+    Bootstrap", ch. 13) runs short of its nominal coverage with a handful of runs; with 32 it is
+    a fair guide to how well a spread is known."""
     x = np.asarray(values, dtype=float)
     n = len(x)
-    out = {"n": n, "mean": x.mean(), "std": math.nan, "std_se": math.nan, "sem": math.nan,
-           "median": np.median(x), "min": x.min(), "max": x.max(), "range": np.ptp(x),
-           "ci_low": math.nan, "ci_high": math.nan, "t_low": math.nan, "t_high": math.nan}
+    out = {"n": n, "mean": x.mean(), "std": math.nan, "std_low": math.nan, "std_high": math.nan,
+           "std_se": math.nan, "sem": math.nan, "median": np.median(x), "min": x.min(), "max": x.max(),
+           "range": np.ptp(x), "ci_low": math.nan, "ci_high": math.nan, "t_low": math.nan, "t_high": math.nan}
     if n < 2:
         return out
     out["std"] = x.std(ddof=1)
     out["sem"] = stats.sem(x)
     out["ci_low"], out["ci_high"], _ = bootstrap((x,), np.mean, seed)
-    out["std_se"] = bootstrap((x,), _std, seed)[2]
+    out["std_low"], out["std_high"], out["std_se"] = bootstrap((x,), _std, seed)
     if out["sem"] > 0:
         out["t_low"], out["t_high"] = stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"])
     else:
@@ -228,14 +231,6 @@ def stability(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "some_wrong": (~correct).any(axis=0).mean(),
         "all_wrong": (~correct).all(axis=0).mean(),
     }
-
-
-def std_interval(values, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the standard deviation (Efron & Tibshirani 1993,
-    "An Introduction to the Bootstrap", ch. 13). It runs short of its nominal coverage with a
-    handful of runs; with 32 it is a fair guide to how well a spread is known."""
-    low, high, _ = bootstrap((np.asarray(values, dtype=float),), _std, seed)
-    return low, high
 
 
 def paired_distance(acc_a, acc_b, preds_a: np.ndarray | None = None,

@@ -265,6 +265,7 @@ def test_describe_matches_scipy_and_a_hand_worked_t_interval():
     sd = sps.bootstrap((x,), lambda v, axis: np.std(v, axis=axis, ddof=1), method="percentile",
                        n_resamples=9999, rng=np.random.default_rng(3))
     assert d["std_se"] == pytest.approx(sd.standard_error)
+    assert (d["std_low"], d["std_high"]) == pytest.approx((sd.confidence_interval.low, sd.confidence_interval.high))
     assert stats.describe(x, seed=3) == d  # seeded
 
 
