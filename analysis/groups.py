@@ -28,14 +28,19 @@ class Group:
 
     @property
     def label(self) -> str:
-        if self.name is not None:
-            return self.name
-        return ", ".join(f"{k}={show(v)}" if k != "group" else str(v) for k, v in self.key.items())
+        return label(self.columns)
 
     @property
     def columns(self) -> dict[str, Any]:
         """How a table row names this config: its folder's name, else its keys."""
         return {"config": self.name} if self.name is not None else self.key
+
+
+def label(columns: dict[str, Any]) -> str:
+    """How text names a config, from the columns a table row names it by (Group.columns)."""
+    if "config" in columns:
+        return str(columns["config"])
+    return ", ".join(f"{k}={show(v)}" if k != "group" else str(v) for k, v in columns.items())
 
 
 def config_keys(df: pd.DataFrame) -> list[str]:

@@ -14,7 +14,7 @@ from analysis import glossary, plots, stats, study as optuna_study, tables
 from analysis.anatomy import anatomy, has_anatomy
 from analysis.collect import collect, complete, describe_problems, from_modified_tree, problems
 from analysis.errors import AnalysisError
-from analysis.groups import group_keys, groups, show
+from analysis.groups import group_keys, groups, label as config_label, show
 from analysis.markdown import markdown
 from analysis.variance import variance
 from neuralforge.records import COMPLETE
@@ -195,7 +195,7 @@ def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataF
     keys = [c for c in summary.columns if c not in ("n", *stats.describe([0.0]), "small_n")]
 
     def label(row) -> str:
-        return ", ".join(str(row[k]) if k == "config" else f"{k}={show(row[k])}" for k in keys) or "all runs"
+        return config_label({k: row[k] for k in keys})
 
     best = summary["mean"].idxmax() if stats.higher_is_better(metric) else summary["mean"].idxmin()
     lines = [f"## Headline: {name}", ""]

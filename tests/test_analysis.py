@@ -724,6 +724,14 @@ def test_a_summary_flags_a_small_n_and_a_report_opens_with_the_headline(widths, 
     assert any("better" in line or "inconclusive" in line or "too few" in line for line in index[4:12])
 
 
+def test_a_headline_with_nothing_swept_names_its_config_as_the_tables_do(tmp_path):
+    for seed in range(3):
+        write_record(tmp_path / f"seed={seed}", seed=seed, test_acc=0.9 + seed / 100)
+    report(tmp_path, tmp_path / "r")
+    line = (tmp_path / "r" / "report.md").read_text().splitlines()[4]
+    assert line.startswith("- all runs: 91.00% ± 1.00 (std), n = 3"), line
+
+
 def test_a_searchs_configs_are_listed_in_trial_order(tmp_path):
     for trial, lr in enumerate([3e-3, 1e-3, 2e-3]):
         folder = write_record(tmp_path / f"trial_{trial:04d}", lr=lr)
