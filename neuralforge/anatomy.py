@@ -28,9 +28,9 @@ def left_out(shift: int, dropout: float) -> dict[str, str]:
     """The conditions that cannot vary for a recipe, with why."""
     out = {}
     if not shift:
-        out["augment"] = "data.augment.shift=0: the recipe draws no shifts"
+        out["augment"] = "data.augment.shift=0 draws no shifts"
     if not dropout:
-        out["dropout"] = "model.dropout=0: the recipe draws no dropout masks"
+        out["dropout"] = "model.dropout=0 draws no dropout masks"
     return out
 
 

@@ -338,11 +338,9 @@ def validate(cfg: DictConfig) -> None:
          f"vary={cfg.vary!r} is unknown: use {VARY_ALL}, {VARY_PERTURB}, or seed sources joined by + "
          f"(of {', '.join(SEED_SOURCES)}), e.g. vary=init+order")
     if cfg.n_seeds > 1 and cfg.vary != VARY_ALL:  # members differing only where nothing is drawn: copies
-        need("augment" not in sources or cfg.data.augment.shift > 0,
-             f"vary={cfg.vary} but data.augment.shift=0 draws no shifts: set data.augment.shift > 0 "
-             f"or vary another source")
-        need("dropout" not in sources or cfg.model.dropout > 0,
-             f"vary={cfg.vary} but model.dropout=0 draws no masks: set model.dropout > 0 or vary another source")
+        cannot = anatomy.left_out(cfg.data.augment.shift, cfg.model.dropout)
+        for source in sources:
+            need(source not in cannot, f"vary={cfg.vary} but {cannot.get(source)}: set it > 0 or vary another source")
     for source in SEED_SOURCES:
         need(cfg.seeds[source] >= 0, f"seeds.{source} must be >= 0, got {cfg.seeds[source]}")
 
