@@ -140,6 +140,16 @@ def _open(name: str, root: str, train: bool, download: bool) -> Any:
     return {**DATASETS, **COLOUR_DATASETS}[name](root, train=train, download=download)
 
 
+def _arrays(name: str, ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision dataset's images as (N, C, H, W) and its labels, as tensors."""
+    x = torch.as_tensor(np.asarray(ds.data))
+    if name in DATASETS:  # (N, H, W)
+        x = x.unsqueeze(1)
+    elif name != "svhn":  # CIFAR's (N, H, W, C); SVHN's is (N, C, H, W) already
+        x = x.permute(0, 3, 1, 2)
+    return x, torch.as_tensor(np.asarray(ds.labels if name == "svhn" else ds.targets))
+
+
 def ensure_files(d: dict[str, Any]) -> None:
     name, root, download = d["name"], d["root"], d["download"]
     files = dataset_files(d)
@@ -176,7 +186,7 @@ def test_labels(d: dict[str, Any]) -> np.ndarray:
         ds = _open(d["name"], d["root"], train=False, download=False)
     except RuntimeError as err:  # missing or corrupt
         raise DataError(f"{d['name']} test files in {d['root']}: {err}") from None
-    return np.asarray(ds.labels if d["name"] == "svhn" else ds.targets, dtype=np.int64)
+    return _arrays(d["name"], ds)[1].numpy().astype(np.int64)
 
 
 def load(d: dict[str, Any], device: torch.device) -> Tensors:
@@ -198,13 +208,7 @@ def load(d: dict[str, Any], device: torch.device) -> Tensors:
                                 f"Delete them to download them again, or point data.root elsewhere.") from None
         arrays = {}
         for split, ds in splits.items():
-            x = torch.as_tensor(np.asarray(ds.data))
-            if name in DATASETS:  # (N, H, W)
-                x = x.unsqueeze(1)
-            elif name != "svhn":  # CIFAR's (N, H, W, C); SVHN's is (N, C, H, W) already
-                x = x.permute(0, 3, 1, 2)
-            arrays[f"{split}_x"] = x
-            arrays[f"{split}_y"] = torch.as_tensor(np.asarray(ds.labels if name == "svhn" else ds.targets))
+            arrays[f"{split}_x"], arrays[f"{split}_y"] = _arrays(name, ds)
         num_classes = NUM_CLASSES if name != "cifar100" else 100
     shift, side = d["augment"]["shift"], min(arrays["train_x"].shape[2:])
     if shift >= side:

@@ -166,6 +166,8 @@ def test_a_cifar_format_fixture_loads_through_torchvision_and_trains(cifar_root,
     d = data.load(spec(name="cifar10", root=str(root)), torch.device("cpu"))
     assert d.train_x.shape == (N_TRAIN, 3, 32, 32) and d.test_x.shape == (N_TEST, 3, 32, 32) and d.num_classes == 10
     assert torch.equal(d.train_y, torch.from_numpy(arrays["train_y"]))
+    labels = data.test_labels(spec(name="cifar10", root=str(root)))  # what analysis scores predictions on
+    assert labels.dtype == np.int64 and np.array_equal(labels, arrays["test_y"])
     # the pixels in their places: the fixture's HWC image 7, normalized per channel
     torch.testing.assert_close(d.train_x[7], normalized_chw(arrays, 7))
     train(make_cfg("data=cifar10", f"data.root={root}", "data.val_size=50", "trainer.epochs=4",
