@@ -14,7 +14,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from neuralforge.config import SCHEMAS, Config, SeedsConf
+from neuralforge.config import SCHEMAS, Config, SeedsConf, flat, schema_of
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
@@ -52,24 +52,14 @@ def _helps(schema: type, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        elif not k.startswith("_"):
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _show(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
     return f"`{text}`".replace("|", "\\|")
 
 
 def _schema_of(group: str, node: dict[str, Any]) -> type:
-    by_target = {getattr(cls, "_target_", None): cls for g, _, cls in SCHEMAS if g == group}
-    return by_target.get(node.get("_target_"), next(cls for g, _, cls in SCHEMAS if g == group))
+    """The option's schema by its _target_; the group's first where it names none (data, trainer)."""
+    return (schema_of(node) if "_target_" in node else None) or next(cls for g, _, cls in SCHEMAS if g == group)
 
 
 def generate() -> str:
@@ -86,14 +76,16 @@ def generate() -> str:
         lines.append(f"| `{name}` | {_show(default)} | {f.metadata.get('help', '')} |")
     with initialize_config_dir(config_dir=str(CONF)):
         for group in GROUPS:
+            choices = options(group)
             raw = {o: OmegaConf.to_container(compose("config", overrides=[f"{group}={o}"])[group], resolve=False)
-                   for o in options(group)}
-            composed = {o: _flat(node) for o, node in raw.items()}
+                   for o in choices}
+            composed = {o: {k: v for k, v in flat(node).items() if not k.rpartition(".")[2].startswith("_")}
+                        for o, node in raw.items()}  # _target_ is named beside the table
             by_schema: dict[type, list[str]] = {}
-            for o in options(group):
+            for o in choices:
                 by_schema.setdefault(_schema_of(group, raw[o]), []).append(o)
             lines += ["", f"### `{group}`", "",
-                      f"Options: {', '.join(f'`{group}={o}`' for o in options(group))} (the first is the default)."]
+                      f"Options: {', '.join(f'`{group}={o}`' for o in choices)} (the first is the default)."]
             for schema, opts in by_schema.items():
                 helps = _helps(schema)
                 target = raw[opts[0]].get("_target_")
