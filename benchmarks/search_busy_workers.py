@@ -18,7 +18,6 @@ nothing left to start). With batches, waiting for a batch's slowest trial is in 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -52,28 +51,27 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
     wall = time.time() - tick
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(sweeper)} failed:\n{out.stderr[-3000:]}")
-    members = [json.loads(p.read_text()) for p in sweep_dir.rglob(records.RESULTS)]
+    members = [records.read_results(p.parent) for p in sweep_dir.rglob(records.RESULTS)]
     # a trial's members train together in one job: its busy time counts once
     runs = list({r["group"]["folder"]: r for r in members}.values())
     start = min(r["timing"]["started"] for r in runs)
     end = max(r["timing"]["heartbeat"] for r in runs)
-    busy = sum(r["timing"]["heartbeat"] - r["timing"]["started"] for r in runs)
-    row = {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
-           "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall}
-    row["idle"] = idle_parts(runs, start, end)
-    return row
-
-
-def idle_parts(runs: list[dict], start: float, end: float) -> dict[str, float]:
-    """Seconds of the 2 workers' idle time, by cause (see the module's docstring)."""
     spans = sorted((r["timing"]["started"], r["timing"]["heartbeat"]) for r in runs)
+    busy = sum(e - s for s, e in spans)
+    return {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
+            "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall,
+            "idle": idle_parts(spans, 2 * (end - start) - busy)}
+
+
+def idle_parts(spans: list[tuple[float, float]], idle: float) -> dict[str, float]:
+    """Seconds of the 2 workers' idle time, by cause (see the module's docstring); spans are
+    the trials' (start, last record), in order of start."""
     # each trial after the first two starts on the worker that freed first: its gap is the
     # time from that worker's last record to its own start
     free, gaps = sorted(e for _, e in spans[:2]), []
     for s, e in spans[2:]:
         gaps.append(s - free.pop(0))
         free = sorted([*free, e])
-    idle = 2 * (end - start) - sum(e - s for s, e in spans)
     tail = free[-1] - free[0] if len(free) == 2 else 0.0
     return {"tail": tail, "between trials": sum(gaps), "mean gap": sum(gaps) / max(len(gaps), 1),
             "other": idle - tail - sum(gaps)}
