@@ -6,6 +6,8 @@ count, the data folder, how many seeds share a process) do not split a config ei
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -74,12 +76,23 @@ def groups(df: pd.DataFrame, by: str | list[str] | None = None) -> list[Group]:
     if not keys:
         return [Group({"group": ALL}, runs)]
     parts = [Group(dict(zip(keys, values)), part) for values, part in runs.groupby(keys, dropna=False, sort=True)]
+    with contextlib.suppress(TypeError):  # values no order compares: pandas' order stays
+        parts.sort(key=lambda g: tuple(_as_sorted(g.key[k]) for k in keys))
     if "trial" in runs.columns and runs["trial"].notna().all():
         # a search's configs are its trials: listed in the order they were asked for
         parts.sort(key=lambda g: g.runs["trial"].min())
     if by is None and len(keys) > MAX_LABEL_KEYS:
         _name_by_folder(parts, roots)
     return parts
+
+
+def _as_sorted(value: Any) -> Any:
+    """A list-valued key ("[256, 128]", as collect flattens it) orders by its numbers, not its text:
+    [64] before [128, 64] before [1024]."""
+    if isinstance(value, str) and value.startswith("["):
+        with contextlib.suppress(ValueError):
+            return tuple(json.loads(value))
+    return value
 
 
 def _name_by_folder(parts: list[Group], roots: list[str]) -> None:

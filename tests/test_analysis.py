@@ -732,6 +732,17 @@ def test_a_headline_with_nothing_swept_names_its_config_as_the_tables_do(tmp_pat
     assert line.startswith("- all runs: 91.00% ± 1.00 (std), n = 3"), line
 
 
+def test_widths_are_listed_by_their_numbers_not_their_text(tmp_path):
+    for hidden in [(1024,), (128, 64), (64,), (256,)]:
+        for seed in range(3):
+            write_record(tmp_path / f"h{hidden[0]}_{len(hidden)}" / f"seed={seed}", hidden=hidden, seed=seed,
+                         test_acc=0.9 + hidden[0] / 1e5 + seed / 1e3)
+    df = collect(tmp_path)
+    assert list(summarize(df)["model.hidden"]) == ["[64]", "[128, 64]", "[256]", "[1024]"]
+    pairs = compare(df, by="model.hidden")
+    assert list(zip(pairs["a"], pairs["b"]))[:3] == [("[64]", "[128, 64]"), ("[64]", "[256]"), ("[64]", "[1024]")]
+
+
 def test_a_searchs_configs_are_listed_in_trial_order(tmp_path):
     for trial, lr in enumerate([3e-3, 1e-3, 2e-3]):
         folder = write_record(tmp_path / f"trial_{trial:04d}", lr=lr)
