@@ -155,16 +155,19 @@ class CNN(Stacked):
             B, h = x.shape[0], x
         else:  # (K, B, C, H, W) -> (B, K*C, H, W)
             B, h = x.shape[1], x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
-        # channels_last is oneDNN's fast layout on the CPU; a 1-channel input cannot say which
-        # layout it is in, so the weights carry it into the first conv's output
+        # channels_last is oneDNN's fast layout on the CPU. A 1-channel input cannot say which
+        # layout it is in, and on some CPUs (an AVX2-only EPYC) the first conv then answers in
+        # NCHW, where max pooling a 256x16x28x28 map took 30 ms against 3 ms: so every conv's
+        # output is put in channels_last (free where it already is)
         h = h.contiguous(memory_format=torch.channels_last)
         for i, w in enumerate(self.convs):
             groups = 1 if shared and i == 0 else K
             w = w.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-            if self.pool == "stride":  # the conv itself halves the image
-                h = F.conv2d(h, w, stride=2, padding=self.kernel // 2, groups=groups)
-            else:  # pooled before normalising: the element-wise work runs on a quarter of the pixels
-                h = POOLS[self.pool](F.conv2d(h, w, padding=self.kernel // 2, groups=groups), 2)
+            stride = 2 if self.pool == "stride" else 1  # a stride of 2 halves the image itself
+            h = F.conv2d(h, w, stride=stride, padding=self.kernel // 2, groups=groups)
+            h = h.contiguous(memory_format=torch.channels_last)
+            if self.pool != "stride":  # pooled before normalising: the element-wise work runs on a quarter of the pixels
+                h = POOLS[self.pool](h, 2)
             h = F.batch_norm(h, getattr(self, f"bn_mean{i}").view(-1), getattr(self, f"bn_var{i}").view(-1),
                              self.bn_weights[i].flatten(), self.bn_biases[i].flatten(), self.training)
             h = self.act(h)
