@@ -11,9 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from neuralforge import hardware, records, sweeps
+from neuralforge import hardware, sweeps
 from neuralforge.engine import train
-from neuralforge.errors import LockedError, NeuralForgeError
+from neuralforge.record.atomic import write_text
+from neuralforge.record.errors import LockedError, NeuralForgeError
+from neuralforge.record.files import HYDRA, REFUSED, RESULTS
 
 log = logging.getLogger("neuralforge")
 # A Ctrl-C on a joblib sweep leaves joblib's semaphores to its resource tracker, a process of its
@@ -44,21 +46,22 @@ def main(cfg: DictConfig) -> float:
     # joblib runs n_jobs jobs at once on this machine, they share its cores; a search that asks
     # one trial at a time runs one, even on joblib
     parallel = hardware.jobs_at_once(hc.launcher.get("n_jobs", 1), hc.sweeper.get("n_jobs"))
-    reporter = None
+    listeners = []
     if cfg.trial is not None:  # a search's trial reports each epoch to its study, whose pruner may stop it
-        from neuralforge.search import Reporter  # Optuna, imported by the runs that use it
-        reporter = Reporter.for_job(cfg, hc.sweeper)
+        from neuralforge.search.trial import Reporter, is_trial  # Optuna, imported by the runs that use it
+        if is_trial(cfg, hc.sweeper):
+            listeners.append(Reporter.for_job(cfg, hc.sweeper))
     try:
         return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel,
-                     on_epoch_end=reporter)
+                     listeners=listeners)
     except NeuralForgeError as err:
         folder = Path(hc.runtime.output_dir)
         if hc.mode == RunMode.RUN:
-            _discard_hydra_only(folder, {".hydra", f"{hc.job.name}.log"})
-        elif not isinstance(err, LockedError) and not any(folder.rglob(records.RESULTS)):
+            _discard_hydra_only(folder, {HYDRA, f"{hc.job.name}.log"})
+        elif not isinstance(err, LockedError) and not any(folder.rglob(RESULTS)):
             # a sweep's job keeps its folder, with why it was refused: the sweep counts it as
             # failed, not as a job that was stopped
-            records.atomic_write(folder / records.REFUSED, lambda f: f.write(f"{err}\n".encode()))
+            write_text(folder / REFUSED, f"{err}\n")
         raise
 
 

@@ -24,7 +24,8 @@ from analysis.errors import AnalysisError  # noqa: E402
 from analysis.markdown import markdown  # noqa: E402
 from analysis.report import NOTES, report  # noqa: E402
 from analysis.variance import variance  # noqa: E402
-from neuralforge.records import COMPLETE, atomic_write  # noqa: E402
+from neuralforge.record.atomic import atomic_write  # noqa: E402
+from neuralforge.record.schema import COMPLETE  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ import pandas as pd
 from analysis import artifacts, stats
 from analysis.collect import REPEAT
 from analysis.errors import AnalysisError
-from neuralforge.anatomy import CONDITIONS, THREADS, condition_of, left_out
-from neuralforge.records import COMPLETE
+from neuralforge.record.anatomy import CONDITIONS, THREADS, condition_of, left_out
+from neuralforge.record.schema import COMPLETE, is_accuracy
 
 # differences between two configs' means for the table of seeds needed (accuracy, fraction)
 DELTAS = (0.001, 0.002, 0.005)
@@ -73,13 +73,13 @@ def anatomy(df: pd.DataFrame, metric: str = "test_acc", seed: int = 0) -> Anatom
     if floor_note:
         notes.append(floor_note)
     table = pd.DataFrame(rows)
-    percent = ["mean", "std", "std_low", "std_high", "floor_std", "remainder_std"] if metric.endswith("_acc") else []
+    percent = ["mean", "std", "std_low", "std_high", "floor_std", "remainder_std"] if is_accuracy(metric) else []
     table.attrs = {"metric": metric, "percent": percent, "share": ["share_of_all", "churn"]}
 
     pairs = _pairs(conditions, metric, loaded)
     needed = pd.DataFrame({"delta": DELTAS, "std_all": all_std,
                            "n_per_config": [stats.n_for_power(all_std, d) for d in DELTAS]})
-    needed.attrs = {"metric": metric, "percent": ["delta", "std_all"] if metric.endswith("_acc") else []}
+    needed.attrs = {"metric": metric, "percent": ["delta", "std_all"] if is_accuracy(metric) else []}
     return Anatomy(table, pairs, needed, notes, values)
 
 
@@ -148,7 +148,7 @@ def _pairs(conditions: dict[str, pd.DataFrame], metric: str, loaded: dict[str, n
         i, j = map(list, zip(*itertools.combinations(range(len(runs)), 2)))
         rows.append({"pair": "all: two runs, every seed different", **_distance(runs.iloc[i], runs.iloc[j], metric, loaded)})
     table = pd.DataFrame(rows)
-    table.attrs = {"metric": metric, "percent": ["mean_abs_diff", "max_abs_diff"] if metric.endswith("_acc") else [],
+    table.attrs = {"metric": metric, "percent": ["mean_abs_diff", "max_abs_diff"] if is_accuracy(metric) else [],
                    "share": ["churn"]}
     return table
 

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from neuralforge.idx import FILES, FOLDERS, LABEL_MAGIC
-from neuralforge.records import HISTORY, PREDICTIONS, read_results
+from neuralforge.record.datasets import IDX_FILES, LABEL_MAGIC, dataset, idx_folder
+from neuralforge.record.files import HISTORY, PREDICTIONS
+from neuralforge.record.schema import read_results
 
 
 
@@ -43,16 +44,19 @@ def predictions(runs: pd.DataFrame) -> tuple[list[str], np.ndarray | None]:
 
 def test_labels(folder: str | Path) -> np.ndarray:
     """The true test labels of the run in `folder`, from the files it was evaluated on."""
-    data = read_results(Path(folder))["config"]["data"]
-    if data["name"] not in FOLDERS:
+    rec = read_results(Path(folder))
+    if rec is None:
+        raise AnalysisError(f"{folder} holds no record")
+    data = rec.config["data"]
+    if dataset(data["name"]).files != "idx":
         return _dataset_labels(json.dumps(data, sort_keys=True))
-    return _read_labels(str(Path(data["root"]) / FOLDERS[data["name"]] / "raw" / FILES["test_labels"]))
+    return _read_labels(str(idx_folder(data["name"], data["root"]) / IDX_FILES["test_labels"]))
 
 
 @functools.lru_cache(maxsize=8)
 def _dataset_labels(data_json: str) -> np.ndarray:
     from neuralforge import data  # torch, for the datasets torchvision or torch.load read
-    from neuralforge.errors import DataError
+    from neuralforge.record.errors import DataError
 
     try:
         labels = data.test_labels(json.loads(data_json))

@@ -21,13 +21,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dataclasses import fields
+
 import pandas as pd
 
 from analysis.errors import AnalysisError, NoCompleteRuns
-from neuralforge.keys import ADDED_LATER, NOT_A_CONFIG, is_seed_key
-from neuralforge.liveness import run_state, without_record  # the sweep summary's rules too
-from neuralforge.errors import RecordError
-from neuralforge.records import COMPLETE, MANIFEST, RESULTS, State, parse
+from neuralforge.record.errors import RecordError
+from neuralforge.record.files import MANIFEST, RESULTS
+from neuralforge.record.keys import ADDED_LATER, NOT_A_CONFIG, is_seed_key
+from neuralforge.record.liveness import run_state, without_record  # the sweep summary's rules too
+from neuralforge.record.schema import COMPLETE, Metrics, State, Timing, parse
 
 WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started
     State.FAILED: ": refused before training (its .refused file says why)",
@@ -37,11 +40,11 @@ WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started
 REPEAT = "repeat"  # complete, but another complete run already has its config and seeds
 UNREADABLE = "unreadable"
 
-# The record's spellings, in the record's order; metrics the trainer adds later follow them.
-METRICS = ("best_epoch", "epochs_run", "selection", "val_acc", "val_loss", "test_acc", "test_loss",
-           "train_acc", "train_loss", "last_test_acc", "max_test_acc")
-RUN_COLUMNS = ("status", *METRICS, "wall_seconds", "seconds_per_epoch", "n_params", "modified_tree", "error",
-               "overrides", "folder")
+# The record's own spellings, in the record's order (neuralforge.record.schema)
+METRICS = tuple(f.name for f in fields(Metrics))
+TIMES = tuple(f.name for f in fields(Timing) if f.metadata["column"])
+NUMERIC = tuple(m for m in (*METRICS, *TIMES, "n_params") if m != "selection")
+RUN_COLUMNS = ("status", *METRICS, *TIMES, "n_params", "modified_tree", "error", "overrides", "folder")
 
 
 def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: float | None = None) -> pd.DataFrame:
@@ -90,11 +93,9 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
     varying.sort(key=is_seed_key)  # what was swept first, then the seeds
     constants = {k: known[k].iloc[0] for k in cfg.columns if k not in varying}
     runs = pd.DataFrame(rows)
-    extra = [c for c in runs.columns if c not in RUN_COLUMNS]  # metrics newer than this module
-    runs = runs.reindex(columns=[*RUN_COLUMNS[:-3], *extra, *RUN_COLUMNS[-3:]])
+    runs = runs.reindex(columns=list(RUN_COLUMNS))
     # records write a missing value as null: None, and a column of only None, must be NaN
-    numeric = [c for c in (*METRICS, "wall_seconds", "seconds_per_epoch", "n_params") if c != "selection"]
-    runs[numeric] = runs[numeric].apply(pd.to_numeric)
+    runs[list(NUMERIC)] = runs[list(NUMERIC)].apply(pd.to_numeric)
     df = pd.concat([cfg[varying], runs], axis=1)
     df = df.iloc[sorted(range(len(df)), key=lambda i: _natural(df["folder"].iat[i]))].reset_index(drop=True)
     df.attrs = {"config_keys": varying, "constants": constants, "roots": [str(r) for r in roots]}
@@ -169,9 +170,8 @@ def _read(path: str, host: str, now: float) -> tuple[dict[str, Any], dict[str, A
         return {"status": UNREADABLE, "error": str(err), "folder": folder}, {}
     metrics = rec.get("metrics") or {}
     timing = rec.get("timing") or {}
-    row = {"status": run_state(rec, now, host), **metrics,
-           "wall_seconds": timing.get("wall_seconds"), "seconds_per_epoch": timing.get("seconds_per_epoch"),
-           "n_params": rec.get("n_params"), "error": rec.get("error"),
+    row = {"status": run_state(rec, now, host), **{m: metrics.get(m) for m in METRICS},
+           **{t: timing.get(t) for t in TIMES}, "n_params": rec.get("n_params"), "error": rec.get("error"),
            # run from a tree with uncommitted changes: its record names the source.diff that rebuilds it
            "modified_tree": bool((rec.get("provenance") or {}).get("git_dirty")),
            "overrides": " ".join(rec.get("overrides") or []), "folder": folder}

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import complete
+from analysis.collect import RUN_COLUMNS, complete
 from analysis.errors import AnalysisError
-from neuralforge.keys import NOT_A_CONFIG, TOP_LEVEL, is_seed_key
+from neuralforge.record.keys import NOT_A_CONFIG, is_seed_key
 ALL = "all runs"
 MAX_LABEL_KEYS = 3  # past this many swept keys, a config is better named by its folder, if it has one
 
@@ -48,7 +48,7 @@ def label(columns: dict[str, Any]) -> str:
 def config_keys(df: pd.DataFrame) -> list[str]:
     keys = df.attrs.get("config_keys")
     if keys is None:
-        keys = [c for c in df.columns if "." in c or c in TOP_LEVEL]  # a frame that lost its attrs
+        keys = [c for c in df.columns if c not in RUN_COLUMNS]  # a frame that lost its attrs: the rest are config keys
     return [k for k in keys if k in df.columns]
 
 

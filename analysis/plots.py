@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis import artifacts, stats
 from analysis.groups import Group
+from neuralforge.record.schema import higher_is_better, is_accuracy
 
 DPI = 130
 MAX_LINES = 10  # more lines than this in one axes cannot be told apart: the best are drawn
@@ -24,11 +25,11 @@ METRIC_NAMES = {"test_acc": "test accuracy", "val_acc": "validation accuracy", "
 
 def metric_label(metric: str) -> str:
     name = METRIC_NAMES.get(metric, metric)
-    return f"{name} (%)" if metric.endswith("_acc") else name
+    return f"{name} (%)" if is_accuracy(metric) else name
 
 
 def _scale(metric: str) -> float:
-    return 100.0 if metric.endswith("_acc") else 1.0
+    return 100.0 if is_accuracy(metric) else 1.0
 
 
 def _colours(n: int):
@@ -39,7 +40,7 @@ def _colours(n: int):
 def _best(groups: list[Group], metric: str) -> tuple[list[Group], str]:
     if len(groups) <= MAX_LINES:
         return groups, ""
-    sign = 1 if stats.higher_is_better(metric) else -1
+    sign = 1 if higher_is_better(metric) else -1
     # a config without the metric (validation metrics with data.val_size=0) ranks last
     ranked = sorted(groups, key=lambda g: -math.inf if math.isnan(m := g.runs[metric].mean()) else sign * m,
                     reverse=True)[:MAX_LINES]
@@ -138,7 +139,7 @@ def expected_max(groups: list[Group], metric: str, path: Path) -> Path:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for g, colour in zip(shown, _colours(len(shown))):
-        curve = stats.expected_best(g.runs[metric].dropna().to_numpy(dtype=float), stats.higher_is_better(metric))
+        curve = stats.expected_best(g.runs[metric].dropna().to_numpy(dtype=float), higher_is_better(metric))
         if not len(curve):
             continue
         ax.plot(np.arange(1, len(curve) + 1), _scale(metric) * curve, marker="o", markersize=3, color=colour,
@@ -146,7 +147,7 @@ def expected_max(groups: list[Group], metric: str, path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of runs n")
     ax.set_ylabel(f"expected best {metric_label(metric)}")
-    ax.set_title(f"Expected {'maximum' if stats.higher_is_better(metric) else 'minimum'} over n runs "
+    ax.set_title(f"Expected {'maximum' if higher_is_better(metric) else 'minimum'} over n runs "
                  f"(Tang et al. 2020)")
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=8, title="config" + note, title_fontsize=8, loc="lower right")

@@ -17,7 +17,8 @@ from analysis.errors import AnalysisError
 from analysis.groups import group_keys, groups, label as config_label, show
 from analysis.markdown import markdown
 from analysis.variance import variance
-from neuralforge.records import COMPLETE
+from neuralforge.record.files import REPORT, REPORT_FILES
+from neuralforge.record.schema import COMPLETE, higher_is_better, is_accuracy
 
 NOTES = {  # what a table's columns do not say themselves; the columns are in analysis/glossary.py
     "compare": "compare.csv holds every column: p-values (Welch, Mann-Whitney, paired; Holm-adjusted), effect "
@@ -31,13 +32,9 @@ NOTES = {  # what a table's columns do not say themselves; the columns are in an
 }
 
 
-# every file a report may write, so that a new report into the same folder removes what the
-# earlier one wrote and this one does not
-FILES = ("report.md", "runs.csv", "problems.csv", "summary.md", "summary.csv", "noise_floor.csv", "optimism.csv",
-         "expected_max.csv", "compare.md", "compare.csv", "variance.md", "variance.csv", "stability.md",
-         "stability.csv", "churn.png", "distribution.png", "curves.png", "ecdf.png", "expected_max.png",
-         "optuna_history.png", "optuna_importances.png", "optuna_pareto.png", "anatomy.md", "anatomy.csv",
-         "anatomy_pairs.csv", "anatomy.png")
+# every file a report may write (neuralforge.record.files), so that a new report into the same
+# folder removes what the earlier one wrote and this one does not
+FILES = tuple(REPORT_FILES)
 
 
 def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
@@ -50,7 +47,7 @@ def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "
         group_keys(df, by)  # a key that does not vary is an error before anything is written
     tables.check_metric(df, metric)  # and so is a metric the records lack
     out = Path(out)
-    created, earlier = not out.exists(), (out / "report.md").exists()
+    created, earlier = not out.exists(), (out / REPORT).exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         # drawn in a scratch folder, then moved in: a failure leaves the folder as it was
@@ -75,28 +72,27 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
            study: str | None) -> list[dict[str, str]]:
     written: list[dict[str, str]] = []
 
-    def csv(name: str, table: pd.DataFrame, what: str) -> None:
+    def csv(name: str, table: pd.DataFrame) -> None:
         table.to_csv(out / name, index=False)
-        written.append({"file": name, "what": what})
+        written.append({"file": name, "what": REPORT_FILES[name]})
 
-    def md(name: str, title: str, sections: list[str], what: str) -> None:
+    def md(name: str, title: str, sections: list[str]) -> None:
         (out / name).write_text("\n\n".join([f"# {title}", *sections]) + "\n")
-        written.append({"file": name, "what": what})
+        written.append({"file": name, "what": REPORT_FILES[name]})
 
-    def figure(name: str, draw, what: str) -> None:
+    def figure(name: str, draw) -> None:
         draw(out / name)
-        written.append({"file": name, "what": what})
+        written.append({"file": name, "what": REPORT_FILES[name]})
 
     runs = groups(df)
     metric_name = plots.METRIC_NAMES.get(metric, metric)
-    csv("runs.csv", df, "every run found, one row each, with its status")
+    csv("runs.csv", df)
     left_out = problems(df)
     if len(left_out):
-        csv("problems.csv", left_out, "runs left out of every statistic: failed, pruned, stale, running, missing, unreadable, "
-                                        "repeats")
+        csv("problems.csv", left_out)
 
     summary = tables.summarize(df, metric, seed=seed)
-    csv("summary.csv", summary, f"{metric} per config")
+    csv("summary.csv", summary)
     sections = [f"## {metric_name.capitalize()} per config", markdown(summary), glossary.explain(summary.columns)]
     try:
         floor = tables.noise_floor(df)
@@ -104,68 +100,64 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
         floor = None
         sections += ["## Noise floor", f"Not computed: {err}"]
     if floor is not None and len(floor):
-        csv("noise_floor.csv", floor, "observed std of test accuracy beside the test-set noise floor")
+        csv("noise_floor.csv", floor)
         sections += ["## Noise floor of test accuracy", markdown(floor), glossary.explain(floor.columns)]
     gap = tables.optimism(df)
-    csv("optimism.csv", gap, "selection optimism per config")
+    csv("optimism.csv", gap)
     sections += ["## Selection optimism", markdown(gap), glossary.explain(gap.columns)]
     emax = tables.expected_max(df, metric)
-    csv("expected_max.csv", emax, f"expected best {metric} of n runs, per config and n")
-    md("summary.md", f"Summary: {metric_name}", sections, "per-config statistics, noise floor, selection optimism")
+    csv("expected_max.csv", emax)
+    md("summary.md", f"Summary: {metric_name}", sections)
 
     try:
         pairs = tables.compare(df, by=by, metric=metric, seed=seed)
     except AnalysisError as err:
         pairs = None
-        md("compare.md", "Comparisons", [f"No comparison: {err}."], "pairwise comparisons of configs")
+        md("compare.md", "Comparisons", [f"No comparison: {err}."])
     else:
-        csv("compare.csv", pairs, "pairwise comparisons of configs, every column")
+        csv("compare.csv", pairs)
         along = f" along {by}" if by else ""
         shown = tables.compact(pairs)
         md("compare.md", f"Comparisons of {metric_name}{along}",
-           [markdown(shown), glossary.explain(shown.columns), NOTES["compare"]], "pairwise comparisons of configs")
+           [markdown(shown), glossary.explain(shown.columns), NOTES["compare"]])
 
     parts = variance(df, metric)
     if len(parts):
-        csv("variance.csv", parts, "variance components by seed source")
+        csv("variance.csv", parts)
         md("variance.md", f"Variance of {metric_name} by source of randomness",
            [markdown(parts), NOTES["variance"], glossary.explain(parts.columns),
-            *(f"- {n}" for n in parts.attrs["notes"])],
-           "variance components by seed source")
+            *(f"- {n}" for n in parts.attrs["notes"])])
 
     try:
         agree = tables.stability(df)
         matrices = tables.churn_matrices(df)
     except AnalysisError as err:
-        md("stability.md", "Stability of predictions", [f"Not computed: {err}."], "agreement between runs")
+        md("stability.md", "Stability of predictions", [f"Not computed: {err}."])
     else:
         if len(agree):
-            csv("stability.csv", agree, "agreement between runs of a config")
+            csv("stability.csv", agree)
         md("stability.md", "Stability of predictions",
-           [markdown(agree), glossary.explain(agree.columns)] if len(agree) else ["No run left predictions.npy."],
-           "agreement between runs of a config")
+           [markdown(agree), glossary.explain(agree.columns)] if len(agree) else ["No run left predictions.npy."])
         if matrices:
-            figure("churn.png", lambda p: plots.churn(matrices, p), "pairwise disagreement heat map per config")
+            figure("churn.png", lambda p: plots.churn(matrices, p))
 
     if has_anatomy(df):
         found = anatomy(df, metric, seed)
-        csv("anatomy.csv", found.table, f"{metric} per anatomy condition")
+        csv("anatomy.csv", found.table)
         sections = [markdown(found.table), NOTES["anatomy"], glossary.explain(found.table.columns)]
         if len(found.pairs):
-            csv("anatomy_pairs.csv", found.pairs, "distance between paired runs of the anatomy")
+            csv("anatomy_pairs.csv", found.pairs)
             sections += ["## Distance between paired runs", markdown(found.pairs), NOTES["anatomy_pairs"],
                          glossary.explain(found.pairs.columns)]
         sections += ["## Runs per config to tell two configs apart (80% power, 5% two-sided), from all's std",
                      markdown(found.seeds_needed), *(f"- {n}" for n in found.notes)]
-        md("anatomy.md", f"Anatomy of run-to-run spread: {metric_name}", sections,
-           "spread per source of randomness, beside all and the noise floor")
-        figure("anatomy.png", lambda p: plots.anatomy(found.values, found.table, metric, p, seed),
-               "each condition's runs beside all's, noise floor marked")
+        md("anatomy.md", f"Anatomy of run-to-run spread: {metric_name}", sections)
+        figure("anatomy.png", lambda p: plots.anatomy(found.values, found.table, metric, p, seed))
 
-    figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed), f"{metric} of every run, per config")
-    figure("curves.png", lambda p: plots.learning_curves(runs, p, metric), "learning curves, mean ± std per config")
-    figure("ecdf.png", lambda p: plots.ecdf(runs, metric, p), f"ECDF of {metric} per config")
-    figure("expected_max.png", lambda p: plots.expected_max(runs, metric, p), "expected best of n runs")
+    figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed))
+    figure("curves.png", lambda p: plots.learning_curves(runs, p, metric))
+    figure("ecdf.png", lambda p: plots.ecdf(runs, metric, p))
+    figure("expected_max.png", lambda p: plots.expected_max(runs, metric, p))
 
     notes = []
     try:
@@ -175,12 +167,12 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     if found is not None:
         if len(found.directions) > 1:  # several objectives: their trade-off, not a history of one
             notes = optuna_study.plot_pareto(found, out / "optuna_pareto.png")
-            written.append({"file": "optuna_pareto.png", "what": f"Pareto front of study {found.study_name}"})
+            written.append({"file": "optuna_pareto.png", "what": REPORT_FILES["optuna_pareto.png"]})
         else:
             notes = optuna_study.plot(found, out / "optuna_history.png", out / "optuna_importances.png")
-            written.append({"file": "optuna_history.png", "what": f"optimisation history of study {found.study_name}"})
+            written.append({"file": "optuna_history.png", "what": REPORT_FILES["optuna_history.png"]})
         if (out / "optuna_importances.png").exists():
-            written.append({"file": "optuna_importances.png", "what": "hyperparameter importances (PED-ANOVA)"})
+            written.append({"file": "optuna_importances.png", "what": REPORT_FILES["optuna_importances.png"]})
 
     _index(out, df, written, notes, _headline(summary, floor, pairs, metric))
     return written
@@ -190,14 +182,14 @@ def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataF
               metric: str) -> list[str]:
     """The numbers a reader wants first: each config's mean and spread, the best, and the
     comparisons' verdicts."""
-    unit, points, scale = ("%", " points", 100.0) if metric.endswith("_acc") else ("", "", 1.0)
+    unit, points, scale = ("%", " points", 100.0) if is_accuracy(metric) else ("", "", 1.0)
     name = plots.METRIC_NAMES.get(metric, metric)
     keys = [c for c in summary.columns if c not in ("n", *stats.describe([0.0]), "small_n")]
 
     def label(row) -> str:
         return config_label({k: row[k] for k in keys})
 
-    best = summary["mean"].idxmax() if stats.higher_is_better(metric) else summary["mean"].idxmin()
+    best = summary["mean"].idxmax() if higher_is_better(metric) else summary["mean"].idxmin()
     lines = [f"## Headline: {name}", ""]
     for i, row in summary.iterrows():
         ci = (f"95% CI {scale * row['t_low']:.2f} to {scale * row['t_high']:.2f}{unit}" if row["n"] > 1
@@ -240,5 +232,5 @@ def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: li
     lines += [f"- [{w['file']}]({w['file']}): {w['what']}" for w in written]
     lines += [f"- {n}" for n in notes]
     lines += [""] + [f"![{w['file']}]({w['file']})" for w in written if w["file"].endswith(".png")]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    written.append({"file": "report.md", "what": "this index"})
+    (out / REPORT).write_text("\n".join(lines) + "\n")
+    written.append({"file": REPORT, "what": REPORT_FILES[REPORT]})

@@ -89,13 +89,6 @@ def pooled_std(x, y) -> float:
     return math.sqrt(((nx - 1) * np.var(x, ddof=1) + (ny - 1) * np.var(y, ddof=1)) / (nx + ny - 2))
 
 
-LOWER_IS_BETTER = ("wall_seconds", "seconds_per_epoch")  # and every *_loss
-
-
-def higher_is_better(metric: str) -> bool:
-    return not (metric.endswith("_loss") or metric in LOWER_IS_BETTER)
-
-
 def n_for_power(sd: float, delta: float, power: float = POWER, alpha: float = 1 - CONFIDENCE) -> float:
     """Runs per config for a two-sided z-test to detect `delta` with `power`:
     2 (z_{1-alpha/2} + z_power)^2 sd^2 / delta^2, rounded up, and never under 2 (a spread

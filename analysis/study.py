@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis.errors import AnalysisError
 from analysis.plots import DPI
+from neuralforge.record.study import StudyAttr
 
 
 # PED-ANOVA compares the top trials' parameter density with all trials': with fewer complete
@@ -107,7 +108,7 @@ def plot_pareto(study, path: Path) -> list[str]:
     import optuna
     from optuna.visualization import matplotlib as vis
 
-    names = study.user_attrs.get("nf_config", {}).get("objective")
+    names = study.user_attrs.get(StudyAttr.CONFIG, {}).get("objective")
     names = names if isinstance(names, list) and len(names) == len(study.directions) else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

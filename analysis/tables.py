@@ -18,6 +18,7 @@ from analysis import artifacts, stats
 from analysis.collect import METRICS, complete
 from analysis.errors import AnalysisError
 from analysis.groups import Group, group_keys, groups, seed_keys, show
+from neuralforge.record.schema import higher_is_better, is_accuracy
 
 
 def summarize(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None,
@@ -48,7 +49,7 @@ def expected_max(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str]
     """Per config and n = 1..N: the expected best `metric` of n of its N runs (Tang et al. 2020):
     the expected maximum, or for a lower-is-better metric such as a loss the expected minimum."""
     check_metric(df, metric)
-    best = stats.higher_is_better(metric)
+    best = higher_is_better(metric)
     frames = [pd.DataFrame({**g.columns, "n": np.arange(1, len(values) + 1),
                             "expected_best": stats.expected_best(values, best)})
               for g, values in _values(df, metric, by)]
@@ -94,7 +95,7 @@ def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", s
         if x.empty or y.empty:
             continue
         rows.append({**stratum, **a, **b, **stats.compare(x, y, seed, _paired(g.runs, h.runs, seeds, metric),
-                                                            stats.higher_is_better(metric))})
+                                                            higher_is_better(metric))})
     if not rows:
         raise AnalysisError(f"no pair of configs both have {metric} values")
     out = pd.DataFrame(rows)
@@ -194,6 +195,6 @@ def _split(gs: list[Group], strata: list[str]) -> list[list[Group]]:
 
 
 def _units(table: pd.DataFrame, metric: str, columns: list[str]) -> pd.DataFrame:
-    table.attrs = {"metric": metric, "percent": columns if metric.endswith("_acc") else []}
+    table.attrs = {"metric": metric, "percent": columns if is_accuracy(metric) else []}
     return table
 

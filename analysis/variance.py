@@ -20,7 +20,8 @@ from statsmodels.stats.anova import anova_lm
 
 from analysis.groups import ALL, groups, seed_keys
 from analysis.tables import check_metric
-from neuralforge.keys import SEED_SOURCES, is_seed_key
+from neuralforge.record.keys import SEED_SOURCES, is_seed_key
+from neuralforge.record.schema import is_accuracy
 
 
 def variance(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None) -> pd.DataFrame:
@@ -37,7 +38,7 @@ def variance(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | N
         if table is not None:
             frames.append(table.assign(**group.key).reindex(columns=[*group.key, *table.columns]))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    out.attrs = {"notes": notes, "percent": ["std"] if metric.endswith("_acc") else [],
+    out.attrs = {"notes": notes, "percent": ["std"] if is_accuracy(metric) else [],
                  "share": ["share"], "metric": metric}
     return out
 

@@ -1,34 +1,33 @@
-"""Checkpoints that a kill cannot tear, that load without running pickled code, and the lock
-that keeps two processes out of one run folder."""
+"""Checkpoints that a kill cannot tear and that load without running pickled code: last.pt, what
+a resume needs, and best.pt, one member's weights at its chosen epoch. Each is one dataclass, so
+that saving and loading are one definition."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import logging
-import os
 import pickle
-import socket
-import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from neuralforge.errors import CheckpointError, LockedError
-from neuralforge.liveness import lock_gone, lock_holder
-from neuralforge.records import LOCK, atomic_write
+from neuralforge.record.atomic import atomic_write
+from neuralforge.record.errors import CheckpointError
 
-log = logging.getLogger("neuralforge")
+RESTART = "Delete it to start again, or use another output folder."
+INIT_FROM = "Give trainer.init_from the path of a run's best.pt."
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint (trainer.init_from): a best.pt's `model`, whatever else it holds."""
+    model = load(path, INIT_FROM).get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"trainer.init_from={path} holds no model weights. {INIT_FROM}")
+    return model
 
 
 def save(obj: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), durable=True)
-
-
-RESTART = "Delete it to start again, or use another output folder."
 
 
 def load(path: Path, remedy: str = RESTART) -> dict[str, Any]:
@@ -48,116 +47,57 @@ def load(path: Path, remedy: str = RESTART) -> dict[str, Any]:
     return obj
 
 
-def member_state(model: nn.Module, k: int) -> dict[str, torch.Tensor]:
-    """Member k's weights alone, as a run with one member holds them."""
-    return {name: t[k:k + 1].detach().clone() for name, t in model.state_dict().items()}
+class _Saved:
+    """A checkpoint dataclass: its fields are the file's keys, all tensors and primitives."""
+
+    path: Path
+
+    def save(self, path: Path) -> None:
+        # not dataclasses.asdict, which would deep-copy every tensor
+        save({f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}, path)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path, remedy: str = RESTART) -> Any:
+        return cls.from_dict(load(path, remedy), path, remedy)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], path: Path, remedy: str = RESTART) -> Any:
+        names = {f.name for f in fields(cls) if f.name != "path"}  # type: ignore[arg-type]
+        if not names <= set(obj):
+            raise CheckpointError(f"{path} is not a NeuralForge {cls.__name__} (it lacks "
+                                  f"{', '.join(sorted(names - set(obj)))}). {remedy}")
+        return cls(**{k: obj[k] for k in names}, path=Path(path))
 
 
-@torch.no_grad()
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Start every member from the weights in a best.pt (trainer.init_from)."""
-    ckpt = load(path, remedy="Give trainer.init_from the path of a run's best.pt.")
-    weights = ckpt.get("model")
-    own = model.state_dict()
-    if not isinstance(weights, dict) or set(weights) != set(own) or any(
-            weights[n].shape[1:] != own[n].shape[1:] for n in own):
-        raise CheckpointError(f"trainer.init_from={path} does not hold weights of this model's shape.")
-    if any(weights[n].shape[0] != 1 for n in own):  # a group's last.pt: which member would it be?
-        raise CheckpointError(f"trainer.init_from={path} holds {next(iter(weights.values())).shape[0]} members' "
-                              f"weights: give one member's best.pt (its seed=N/ folder)")
-    for name, tensor in own.items():
-        tensor.copy_(weights[name].expand_as(tensor))
+@dataclass(frozen=True)
+class LastState(_Saved):
+    """last.pt: everything a resume needs."""
+    fingerprint: str
+    config: dict[str, Any]  # the group's resolved config, for the message when the fingerprint differs
+    epoch: int  # epochs finished
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    rng: dict[str, list[torch.Tensor]]  # the drawing generators' states, per source, per member
+    data: dict[str, str]  # the dataset files' sha256: a resume on other files is refused
+    members: list[dict[str, Any]]  # each member's progress (training.Member, as plain data)
+    best_predictions: torch.Tensor  # (K, n_test) uint8 at each member's chosen epoch
+    elapsed: float
+    started: float
+    path: Path = field(default=Path(), compare=False)  # where it was read from; not saved
 
 
-class RunLock:
-    """An exclusively created lock file holding pid and host, refreshed by its run every epoch.
+@dataclass(frozen=True)
+class BestState(_Saved):
+    """best.pt: one member's weights at its chosen epoch, as a single model holds them, so that
 
-    A lock is taken over when its holder is gone: on this host, when its pid is dead (or is
-    this process's own, left by a process that had the pid before); from another host, which
-    cannot be asked, when it has not been refreshed for `liveness.STALE_AFTER_S`, the rule
-    analysis applies to run records; an empty lock (killed while writing it) after a minute.
-    """
+        net.load_state_dict(BestState.load("seed=3/best.pt").model)
 
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / LOCK
-        self.held = False
-
-    def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive(self.path.parent):  # two processes taking over one stale lock: one wins
-            for _ in range(3):
-                if self._claim():
-                    break
-                holder, age = lock_holder(self.path)
-                if age is None:
-                    continue  # released this instant
-                why = lock_gone(holder, age)
-                if why is None:
-                    where = f"pid {holder.get('pid')} on {holder.get('host')}"
-                    raise LockedError(f"{self.path.parent} is in use by {where} (its lock was refreshed "
-                                      f"{age:.0f} s ago). Wait for it, or, if that process is gone, "
-                                      f"delete {self.path}.")
-                log.warning("Taking over %s: %s", self.path, why)
-                self.path.unlink(missing_ok=True)
-            else:
-                raise LockedError(f"could not take {self.path}: other processes keep taking it")
-        self.held = True
-        return self
-
-    def _claim(self) -> bool:
-        """Create the lock naming this process; False when a lock is already there."""
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(_owner(), f)
-        return True
-
-    def beat(self) -> None:
-        """Refresh the lock's time: another host then knows its holder still runs."""
-        if not self.held:
-            return
-        holder, age = lock_holder(self.path)
-        if age is None:  # deleted by hand while the run trains: take it again
-            if self._claim():
-                log.warning("%s was deleted while this run trained: taken again", self.path)
-                return
-            holder = lock_holder(self.path)[0]
-        if not _mine(holder):
-            self.held = False
-            raise LockedError(f"{self.path} was taken by pid {holder.get('pid')} on {holder.get('host')} while "
-                              f"this run trained (deleted by hand?): stopping this run")
-        os.utime(self.path)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.held:
-            if _mine(lock_holder(self.path)[0]):
-                self.path.unlink(missing_ok=True)  # only its own: never another process's
-            self.held = False
-
-
-def _owner() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-
-
-def _mine(holder: dict[str, Any]) -> bool:
-    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
-
-
-@contextlib.contextmanager
-def _exclusive(folder: Path):
-    """Serialise lock takeovers in `folder` between processes (flock on the folder itself).
-
-    Best effort: where the file system refuses flock on a folder (NFS), takeovers go
-    unserialised, as they would without it.
-    """
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
-    finally:
-        os.close(fd)  # releases the flock
+    loads them into a fresh copy of the network (your own module, or MLP/CNN with members=1)."""
+    model: dict[str, torch.Tensor]
+    config: dict[str, Any]  # the member's resolved config
+    fingerprint: str
+    epoch: int
+    selection: str  # what chose the epoch: val_acc, or test_acc with data.val_size=0
+    score: float  # its value there
+    path: Path = field(default=Path(), compare=False)

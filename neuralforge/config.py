@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from neuralforge import anatomy
-from neuralforge.errors import ConfigError
-from neuralforge.keys import ADDED_LATER, NOT_FINGERPRINTED, SEED_KEYS, SEED_SOURCES
+from neuralforge.record import anatomy, objective
+from neuralforge.record.errors import ConfigError
+from neuralforge.record.keys import ADDED_LATER, NOT_FINGERPRINTED, SEED_KEYS, SEED_SOURCES
 
 # What a group's members vary (`vary`), besides one seed source or several joined by "+":
 # every source at once, as a plain seed sweep does, or only the one-bit init perturbation.
@@ -332,6 +332,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.matmul_precision in MATMUL_PRECISIONS,
          f"matmul_precision={cfg.matmul_precision!r} is unknown: use one of {', '.join(MATMUL_PRECISIONS)}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    names = objective.names(cfg.objective)
+    need("val_acc_std" not in names or cfg.n_seeds >= 2,
+         "objective val_acc_std is the spread over a group's seeds: set n_seeds >= 2 (in a search, seeds_per_trial)")
     need(cfg.init_perturb >= 0, f"init_perturb must be >= 0 (0: off), got {cfg.init_perturb}")
     sources = varied_sources(cfg.vary)
     need(cfg.vary in (VARY_ALL, VARY_PERTURB) or (sources and set(sources) <= set(SEED_SOURCES)),

@@ -22,24 +22,15 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
-from neuralforge.idx import FILES, IMAGE_MAGIC, LABEL_MAGIC
 from neuralforge import tensorfile
-from neuralforge.errors import DataError
+from neuralforge.record.datasets import IDX_FILES, IMAGE_MAGIC, LABEL_MAGIC, TENSORS, Dataset, dataset, idx_folder
+from neuralforge.record.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DATASETS = {  # the MNIST family: 28x28 grey images of 10 classes, in IDX files
-    "mnist": datasets.MNIST,
-    "fashion_mnist": datasets.FashionMNIST,
-    "kmnist": datasets.KMNIST,
-}
-COLOUR_DATASETS = {  # 32x32 RGB images, in the files torchvision downloads
-    "cifar10": datasets.CIFAR10,
-    "cifar100": datasets.CIFAR100,
-    "svhn": datasets.SVHN,
-}
-TENSORS = "tensors"
-NUM_CLASSES = 10
+
+def _cls(ds: Dataset) -> Any:
+    return getattr(datasets, ds.source)
 
 
 @dataclass
@@ -53,11 +44,7 @@ class Tensors:
     background: tuple[float, ...]  # per channel, the normalized value of a black pixel: fills shifted-in borders
 
 
-def raw_folder(name: str, root: str) -> Path:
-    return Path(root) / DATASETS[name].__name__ / "raw"
-
-
-def check_idx(path: Path, magic: int, num_classes: int = NUM_CLASSES) -> tuple[tuple[int, ...], str]:
+def check_idx(path: Path, magic: int, num_classes: int = 10) -> tuple[tuple[int, ...], str]:
     """Check one IDX file's structure; return its dimensions and its sha256."""
     blob = path.read_bytes()
     problem = None
@@ -87,7 +74,7 @@ def check_idx(path: Path, magic: int, num_classes: int = NUM_CLASSES) -> tuple[t
 
 
 def check_idx_files(name: str, root: str) -> dict[str, str]:
-    folder = raw_folder(name, root)
+    folder = idx_folder(name, root)
     processed = folder.parent / "processed"
     if (processed / "training.pt").exists() and (processed / "test.pt").exists():
         # torchvision reads these, left by its versions before 0.9, instead of raw/: the files
@@ -95,7 +82,7 @@ def check_idx_files(name: str, root: str) -> dict[str, str]:
         raise DataError(f"{processed} holds an old torchvision's copy of the data, which torchvision would read "
                         f"instead of {folder}. Delete {processed} to train on the raw files.")
     dims, checksums = {}, {}
-    for role, fname in FILES.items():
+    for role, fname in IDX_FILES.items():
         magic = IMAGE_MAGIC if role.endswith("images") else LABEL_MAGIC
         dims[role], checksums[fname] = check_idx(folder / fname, magic)
     for split in ("train", "test"):
@@ -107,18 +94,16 @@ def check_idx_files(name: str, root: str) -> dict[str, str]:
 
 def dataset_files(d: dict[str, Any]) -> list[Path]:
     """The files the dataset of data config `d` is read from."""
-    name, root = d["name"], Path(d["root"])
-    if name in DATASETS:
-        return [raw_folder(name, root) / f for f in FILES.values()]
-    if name == "svhn":
-        return [root / datasets.SVHN.split_list[split][1] for split in ("train", "test")]
-    if name in COLOUR_DATASETS:
-        cls = COLOUR_DATASETS[name]
-        return [root / cls.base_folder / f for f, _ in (*cls.train_list, *cls.test_list)] + \
-            [root / cls.base_folder / cls.meta["filename"]]
-    if name == TENSORS:
+    ds, root = dataset(d["name"]), Path(d["root"])
+    if ds.files == "idx":
+        return [idx_folder(ds.name, root) / f for f in IDX_FILES.values()]
+    if ds.files == "file":
         return [Path(d["path"])]
-    raise DataError(f"data.name={name!r} is unknown: use one of {', '.join([*DATASETS, *COLOUR_DATASETS, TENSORS])}")
+    cls = _cls(ds)
+    if ds.split_by == "split":  # SVHN: one .mat file per split
+        return [root / cls.split_list[split][1] for split in ("train", "test")]
+    return [root / cls.base_folder / f for f, _ in (*cls.train_list, *cls.test_list)] + \
+        [root / cls.base_folder / cls.meta["filename"]]
 
 
 def location(d: dict[str, Any]) -> str:
@@ -128,26 +113,26 @@ def location(d: dict[str, Any]) -> str:
 
 def check_files(d: dict[str, Any]) -> dict[str, str]:
     """The sha256 of each of the dataset's files, once the MNIST family's are checked."""
-    if d["name"] in DATASETS:
+    if dataset(d["name"]).files == "idx":
         return check_idx_files(d["name"], d["root"])
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in dataset_files(d)}
 
 
-def _open(name: str, root: str, train: bool, download: bool) -> Any:
+def _open(ds: Dataset, root: str, train: bool, download: bool) -> Any:
     """torchvision's dataset object for one split."""
-    if name == "svhn":
-        return datasets.SVHN(root, split="train" if train else "test", download=download)
-    return {**DATASETS, **COLOUR_DATASETS}[name](root, train=train, download=download)
+    if ds.split_by == "split":
+        return _cls(ds)(root, split="train" if train else "test", download=download)
+    return _cls(ds)(root, train=train, download=download)
 
 
-def _arrays(name: str, ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _arrays(ds: Dataset, obj: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """A torchvision dataset's images as (N, C, H, W) and its labels, as tensors."""
-    x = torch.as_tensor(np.asarray(ds.data))
-    if name in DATASETS:  # (N, H, W)
+    x = torch.as_tensor(np.asarray(obj.data))
+    if ds.layout == "NHW":
         x = x.unsqueeze(1)
-    elif name != "svhn":  # CIFAR's (N, H, W, C); SVHN's is (N, C, H, W) already
+    elif ds.layout == "NHWC":
         x = x.permute(0, 3, 1, 2)
-    return x, torch.as_tensor(np.asarray(ds.labels if name == "svhn" else ds.targets))
+    return x, torch.as_tensor(np.asarray(getattr(obj, ds.labels)))
 
 
 def ensure_files(d: dict[str, Any]) -> None:
@@ -162,7 +147,7 @@ def ensure_files(d: dict[str, Any]) -> None:
         created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
         try:
             for train in (True, False):
-                _open(name, root, train, download=True)
+                _open(dataset(name), root, train, download=True)
             return
         except Exception as err:  # torchvision raises URLError, RuntimeError, OSError, ...
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
@@ -182,34 +167,33 @@ def test_labels(d: dict[str, Any]) -> np.ndarray:
     """The test labels of the dataset of data config `d`, from its files, as they are now."""
     if d["name"] == TENSORS:
         return tensorfile.read(d["path"], d.get("num_classes"))[0]["test_y"].numpy()
+    ds = dataset(d["name"])
     try:
-        ds = _open(d["name"], d["root"], train=False, download=False)
+        obj = _open(ds, d["root"], train=False, download=False)
     except RuntimeError as err:  # missing or corrupt
         raise DataError(f"{d['name']} test files in {d['root']}: {err}") from None
-    return _arrays(d["name"], ds)[1].numpy().astype(np.int64)
+    return _arrays(ds, obj)[1].numpy().astype(np.int64)
 
 
 def load(d: dict[str, Any], device: torch.device) -> Tensors:
     """The dataset of data config `d`, normalized by data.mean and data.std, or, where those are
     null, by the training images' own mean and standard deviation per channel."""
     ensure_files(d)
-    name, root = d["name"], d["root"]
-    if name == TENSORS:  # read, and so checked, before it is hashed
+    ds, root = dataset(d["name"]), d["root"]
+    if ds.files == "file":  # read, and so checked, before it is hashed
         arrays, num_classes = tensorfile.read(d["path"], d["num_classes"])
         checksums = check_files(d)
     else:
         checksums = check_files(d)  # the MNIST family's IDX structure, before torchvision reads it
-        splits = {}
+        arrays = {}
         for split in ("train", "test"):
             try:
-                splits[split] = _open(name, root, split == "train", download=False)
+                obj = _open(ds, root, split == "train", download=False)
             except RuntimeError as err:  # torchvision's md5 check of CIFAR and SVHN
-                raise DataError(f"{name} files in {dataset_files(d)[0].parent} are corrupt or incomplete ({err}). "
+                raise DataError(f"{ds.name} files in {dataset_files(d)[0].parent} are corrupt or incomplete ({err}). "
                                 f"Delete them to download them again, or point data.root elsewhere.") from None
-        arrays = {}
-        for split, ds in splits.items():
-            arrays[f"{split}_x"], arrays[f"{split}_y"] = _arrays(name, ds)
-        num_classes = NUM_CLASSES if name != "cifar100" else 100
+            arrays[f"{split}_x"], arrays[f"{split}_y"] = _arrays(ds, obj)
+        num_classes = ds.num_classes
     shift, side = d["augment"]["shift"], min(arrays["train_x"].shape[2:])
     if shift >= side:
         raise DataError(f"data.augment.shift={shift} would move {side}-pixel images out of themselves: "

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from neuralforge.errors import ConfigError
+from neuralforge.record.errors import CheckpointError, ConfigError
 
 DROPOUT_MASKS = ("shared: drawn under torch.func.vmap from torch's global generator, seeded by the group's "
                  "first seeds.dropout; a member's masks differ from those of the same seed trained alone")
@@ -57,6 +57,21 @@ class Members(nn.Module):
             return group(params, buffers, x)
         with drawing_from(dropout_generators[0]):
             return group(params, buffers, x)
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights and buffers under the module's own names, without the member axis:
+        `module.load_state_dict(...)` loads them into a fresh copy of the user's module."""
+        return {name: t[k].detach().clone() for name, t in self.net.state_dict().items()}
+
+    @torch.no_grad()
+    def start_from(self, weights: dict[str, torch.Tensor], where: str) -> None:
+        """Every member from one member's weights, as member_state gives them (trainer.init_from)."""
+        own = self.net.state_dict()
+        if set(weights) != set(own) or any(weights[n].shape != own[n].shape[1:] for n in own):
+            raise CheckpointError(f"{where} does not hold weights of this model's names and shapes "
+                                  f"(one member's, as its best.pt holds them).")
+        for name, tensor in own.items():
+            tensor.copy_(weights[name].expand_as(tensor))
 
     def _member(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor):
         return functional_call(self.net, (params, buffers), (x,))

@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from neuralforge.errors import ConfigError
+from neuralforge.record.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuralforge.record.errors import CheckpointError
+
 # init_perturb=k flips a bit of the element at place k - 1 of one fixed permutation of a member's
 # parameter elements: the same element whatever the seeds, a different one for each k
 PERTURB_SEED = 0
@@ -63,6 +65,22 @@ class Stacked(nn.Module):
 
     def reset_parameters(self, generators: list[torch.Generator]) -> None:
         raise NotImplementedError
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights as a model with one member holds them (what best.pt keeps)."""
+        return {name: t[k:k + 1].detach().clone() for name, t in self.state_dict().items()}
+
+    @torch.no_grad()
+    def start_from(self, weights: dict[str, torch.Tensor], where: str) -> None:
+        """Every member from one member's weights (trainer.init_from)."""
+        own = self.state_dict()
+        if set(weights) != set(own) or any(weights[n].shape[1:] != own[n].shape[1:] for n in own):
+            raise CheckpointError(f"{where} does not hold weights of this model's shape.")
+        if any(weights[n].shape[0] != 1 for n in own):  # a group's last.pt: which member would it be?
+            raise CheckpointError(f"{where} holds {next(iter(weights.values())).shape[0]} members' weights: give "
+                                  f"one member's best.pt (its seed=N/ folder)")
+        for name, tensor in own.items():
+            tensor.copy_(weights[name].expand_as(tensor))
 
 
 class MLP(Stacked):

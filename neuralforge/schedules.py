@@ -9,7 +9,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from neuralforge.errors import ConfigError
+from neuralforge.record.errors import ConfigError
 
 
 def constant(optimizer: Optimizer, total_steps: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from neuralforge.keys import SEED_SOURCES
+from neuralforge.record.keys import SEED_SOURCES
 
 CPU_SOURCES = ("init", "order", "split")
 

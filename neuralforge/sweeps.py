@@ -17,14 +17,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from neuralforge import anatomy, records
-from neuralforge.errors import ConfigError, RecordError
-from neuralforge.liveness import run_state, without_record
-from neuralforge.records import MANIFEST
+from neuralforge.record import anatomy
+from neuralforge.record.atomic import write_json
+from neuralforge.record.errors import ConfigError, RecordError
+from neuralforge.record.files import MANIFEST, RESULTS
+from neuralforge.record.liveness import run_state, without_record
+from neuralforge.record.schema import COMPLETE, FAILED, PRUNED, State, parse
 
 log = logging.getLogger("neuralforge.sweep")
 
-STATES = tuple(records.State)
+STATES = tuple(State)
 
 
 # Hydra turns a callback's exception into a warning, so the outcome of the last sweep is
@@ -70,7 +72,7 @@ def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], drop: set[str] =
     by_folder = {j["folder"]: j for j in old.get("jobs", []) if j["folder"] not in drop}
     by_folder.update({j["folder"]: j for j in jobs})
     manifest = {**old, **extra, "updated": time.time(), "jobs": sorted(by_folder.values(), key=lambda j: j["folder"])}
-    records.write_json(path, manifest)
+    write_json(path, manifest)
     return manifest
 
 
@@ -79,17 +81,17 @@ def job_states(sweep_dir: Path) -> dict[str, list[Path]]:
     manifest's jobs that left no record: one each, as what became of them."""
     sweep_dir = Path(sweep_dir)
     found: dict[str, list[Path]] = {s: [] for s in STATES}
-    for path in sorted(sweep_dir.rglob(records.RESULTS)):
+    for path in sorted(sweep_dir.rglob(RESULTS)):
         try:
-            found[run_state(records.read_results(path.parent))].append(path.parent)
+            found[run_state(parse(path.read_bytes(), path))].append(path.parent)
         except RecordError as err:  # counted as failed, and said why
             log.warning("%s", err)
-            found[records.FAILED].append(path.parent)
+            found[FAILED].append(path.parent)
     manifest = sweep_dir / MANIFEST
     if manifest.exists():
         for job in json.loads(manifest.read_text())["jobs"]:
             folder = sweep_dir / job["folder"]
-            if not any(folder.rglob(records.RESULTS)):
+            if not any(folder.rglob(RESULTS)):
                 found[without_record(folder)].append(folder)
     return found
 
@@ -99,7 +101,7 @@ def summary_line(states: dict[str, list[Path]]) -> str:
     counts = Counter({s: len(v) for s, v in states.items()})
     # pruned exists only in searches that prune: said only when there are some
     return f"{sum(counts.values())} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES
-                                                         if s != records.PRUNED or counts[s])
+                                                         if s != PRUNED or counts[s])
 
 
 def writable_or_exit(folder: Path, key: str) -> None:
@@ -142,16 +144,19 @@ class SweepCallback(Callback):
         log.info("Sweep of %d jobs into %s", len(jobs), sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        stopped = sys.exc_info()[1]
+        if isinstance(stopped, KeyboardInterrupt):
             return  # stopped by Ctrl-C: run.py says so in one line, with the command that resumes
+        if isinstance(stopped, ConfigError):
+            return  # a search refused before it ran: its one line says why, and nothing ran to summarise
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))
-        unfinished = [s for s in STATES if s not in (records.COMPLETE, records.PRUNED)]
+        unfinished = [s for s in STATES if s not in (COMPLETE, PRUNED)]
         for state in unfinished:
             for folder in states[state]:
                 log.info("  %s: %s", state, folder)
-        if states[records.COMPLETE]:
+        if states[COMPLETE]:
             log.info("Next: python -m analysis summary %s", sweep_dir)
         if not _is_grid(config):
             return

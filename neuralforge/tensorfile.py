@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuralforge.errors import DataError
+from neuralforge.record.errors import DataError
 
 KEYS = ("train_x", "train_y", "test_x", "test_y")
 CHANNELS = (1, 3, 4)  # what a last axis of this size is taken for: grey, RGB, RGBA

@@ -1,24 +1,35 @@
-"""A small MNIST-format dataset in real IDX files, read by torchvision's own MNIST class.
+"""What every test module shares: a small MNIST-format dataset in real IDX files, read by
+torchvision's own MNIST class, the configs that train on it fast, and the helpers that run
+`python run.py` in a process.
 
-Each class is a bright 6x6 square at its own place, jittered and noisy: learnable in a few
-epochs, far from trivially separable by one pixel.
+Each class of the dataset is a bright 6x6 square at its own place, jittered and noisy: learnable
+in a few epochs, far from trivially separable by one pixel.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from neuralforge import hardware
-from neuralforge.idx import FILES, IMAGE_MAGIC, LABEL_MAGIC
+from neuralforge.engine import Listener
+from neuralforge.record.datasets import IDX_FILES, IMAGE_MAGIC, LABEL_MAGIC
+from neuralforge.record.files import HISTORY, MANIFEST, RESULTS
+from neuralforge.record.schema import Record, read_results
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
 N_TRAIN, N_TEST = 600, 200
 # Read before any test runs: each test then unsets the variable (see _no_real_data).
 REAL_DATA = os.environ.get("NEURALFORGE_DATA")
@@ -47,8 +58,8 @@ def write_dataset(root: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for split, n in (("train", N_TRAIN), ("test", N_TEST)):
         images, labels = make_images(n, rng)
-        write_idx(raw / FILES[f"{split}_images"], images)
-        write_idx(raw / FILES[f"{split}_labels"], labels)
+        write_idx(raw / IDX_FILES[f"{split}_images"], images)
+        write_idx(raw / IDX_FILES[f"{split}_labels"], labels)
     return root
 
 
@@ -84,3 +95,80 @@ def make_cfg(idx_root):
         with initialize_config_dir(config_dir=CONF):
             return compose("config", overrides=[f"data.root={idx_root}", *fast, *overrides])
     return make
+
+
+# ---------------------------------------------------------------- in-process runs
+class Interrupted(BaseException):
+    """Stands in for a kill: like KeyboardInterrupt, the engine does not record it as a failure."""
+
+
+class InterruptAfter(Listener):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def epoch_done(self, training, outcome) -> bool:
+        if training.epoch == self.epoch:
+            raise Interrupted
+        return False
+
+
+def interrupt_after(epoch: int) -> list[Listener]:
+    """The listeners of a run killed once `epoch` is written."""
+    return [InterruptAfter(epoch)]
+
+
+class OnEpoch(Listener):
+    """Calls `act(training)` after each epoch."""
+
+    def __init__(self, act):
+        self.act = act
+
+    def epoch_done(self, training, outcome) -> bool:
+        self.act(training)
+        return False
+
+
+def history(folder) -> pd.DataFrame:
+    return pd.read_csv(Path(folder) / HISTORY)
+
+
+def record(folder) -> Record:
+    rec = read_results(Path(folder))
+    assert rec is not None, f"no record in {folder}"
+    return rec
+
+
+# ---------------------------------------------------------------- run.py in a process
+def _command(idx_root, args, fast=FAST) -> dict:
+    # the fixture's data, also where CI points NEURALFORGE_DATA at the real MNIST
+    return {"args": [sys.executable, "run.py", f"data.root={idx_root}", *fast, *args], "cwd": ROOT, "text": True,
+            "env": {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}}
+
+
+def run(idx_root, *args, check=True, timeout=240, fast=FAST) -> subprocess.CompletedProcess:
+    out = subprocess.run(**_command(idx_root, args, fast), capture_output=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def start(idx_root, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen) -> subprocess.Popen:
+    """run.py in the background, to be interrupted or raced."""
+    return subprocess.Popen(**_command(idx_root, args), stdout=stdout, stderr=stderr, **popen)
+
+
+def wait_until(ready, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not ready() and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def results(sweep_dir) -> dict[Path, Record]:
+    """Every record below a sweep folder, by its folder."""
+    return {p.parent: record(p.parent) for p in sorted(Path(sweep_dir).rglob(RESULTS))}
+
+
+def folder_of(sweep_dir, override) -> Path:
+    """The job folder the manifest names for the job with this override."""
+    jobs = json.loads((Path(sweep_dir) / MANIFEST).read_text())["jobs"]
+    return Path(sweep_dir) / next(j["folder"] for j in jobs if override in j["overrides"])

@@ -20,10 +20,10 @@ from analysis.__main__ import main
 from analysis.anatomy import anatomy, has_anatomy
 from conftest import CONF, write_idx
 from neuralforge import records, sweeps
-from neuralforge.anatomy import CONDITIONS
+from neuralforge.record.anatomy import CONDITIONS
 from neuralforge.config import SEED_SOURCES, fingerprint, resolve
 from neuralforge.engine import Run
-from neuralforge.errors import ConfigError
+from neuralforge.record.errors import ConfigError
 
 from test_sweeps import folder_of, results, run, start, wait_until
 
@@ -211,7 +211,7 @@ def test_analysis_anatomy_of_a_folder_without_one_says_so(tmp_path, synthetic_an
     sweep, _ = synthetic_anatomy
     for path in sweep.rglob(records.RESULTS):  # the same runs, launched without the preset
         rec = json.loads(path.read_text())
-        rec["overrides"] = []
+        rec.overrides = []
         path.write_text(json.dumps(rec))
     assert main(["anatomy", str(sweep), "-o", str(tmp_path / "a.png")]) == 1
     assert "no anatomy runs under" in capsys.readouterr().err
@@ -269,5 +269,5 @@ def test_a_killed_anatomy_sweep_resumes(idx_root, tmp_path):
     assert sorted(members) == ["anatomy=init/init=0", "anatomy=init/init=1", "anatomy=order/order=0",
                                "anatomy=order/order=1", "anatomy=perturb/init_perturb=0",
                                "anatomy=perturb/init_perturb=1"]
-    assert all(rec["status"] == "complete" and rec["metrics"]["epochs_run"] == 3 for rec in members.values())
+    assert all(rec.status == "complete" and rec.metrics.epochs_run == 3 for rec in members.values())
     assert members["anatomy=perturb/init_perturb=1"]["config"]["vary"] == "init_perturb"

@@ -41,7 +41,7 @@ def test_member_of_a_group_equals_the_model_alone():
 
 def test_cnn_trains_above_chance(make_cfg, tmp_path):
     train(make_cfg(*SMALL, "trainer.epochs=4", "optimizer.lr=3e-3"), tmp_path)
-    assert records.read_results(tmp_path)["metrics"]["test_acc"] > 0.5
+    assert record(tmp_path).metrics.test_acc > 0.5
 
 
 def test_cnn_groups_match_single_runs_after_the_first_step(make_cfg, tmp_path):

@@ -20,8 +20,8 @@ from analysis import collect
 from neuralforge import checkpoint, keys, records, sweeps
 from neuralforge.config import SCHEMAS
 from neuralforge.engine import train
-from neuralforge.errors import DiskFullError, RecordError
-from neuralforge.liveness import without_record
+from neuralforge.record.errors import DiskFullError, RecordError
+from neuralforge.record.liveness import without_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,12 +102,12 @@ def test_a_full_disk_is_named_in_the_error_and_the_record_and_the_relaunch_resum
     monkeypatch.setattr(checkpoint.torch, "save", fills_at_second_last)
     with pytest.raises(DiskFullError, match="no space left on the device while writing .*last.pt"):
         train(make_cfg(*overrides), tmp_path / "full")
-    rec = records.read_results(tmp_path / "full")
-    assert rec["status"] == records.FAILED and "no space left" in rec["error"]
+    rec = record(tmp_path / "full")
+    assert rec.status == records.FAILED and "no space left" in rec.error
     assert not list((tmp_path / "full").glob(f".*{records.TEMP_SUFFIX}"))
     monkeypatch.setattr(checkpoint.torch, "save", save)
     train(make_cfg(*overrides), tmp_path / "full")
-    assert records.read_results(tmp_path / "full")["metrics"] == records.read_results(tmp_path / "straight")["metrics"]
+    assert record(tmp_path / "full").metrics == record(tmp_path / "straight").metrics
 
 
 def test_a_relaunch_clears_the_temporaries_a_kill_left(make_cfg, tmp_path):
@@ -155,7 +155,7 @@ def test_analysis_shows_which_runs_came_from_a_modified_tree(make_cfg, tmp_path)
     train(make_cfg(), tmp_path / "a")
     path = tmp_path / "a" / records.RESULTS
     rec = json.loads(path.read_text())
-    rec["provenance"]["git_dirty"] = True
+    rec.provenance["git_dirty"] = True
     path.write_text(json.dumps(rec))
     out = subprocess.run([sys.executable, "-m", "analysis", "summary", str(tmp_path)], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)

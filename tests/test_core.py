@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,30 +18,23 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 from torchvision import datasets
 
-from neuralforge import checkpoint, data, hardware, records
+from neuralforge import checkpoint, data, hardware
+from neuralforge.checkpoint import BestState
 from neuralforge.config import fingerprint
-from neuralforge.liveness import STALE_AFTER_S
-from neuralforge.engine import LAST, Run, train
-from neuralforge.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
-                                NeuralForgeError)
+from neuralforge.engine import settle, train
 from neuralforge.models import MLP
+from neuralforge.record.atomic import atomic_write, write_json
+from neuralforge.record.datasets import IDX_FILES
+from neuralforge.record.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
+                                       NeuralForgeError)
+from neuralforge.record.files import BEST, HISTORY, LAST, LOCK, PREDICTIONS, RESULTS
+from neuralforge.record.liveness import STALE_AFTER_S
+from neuralforge.record.schema import HISTORY_COLUMNS, SCHEMA_VERSION, parse
+from neuralforge.runfolder import RunFolder
+from neuralforge.training import Training
 
-from conftest import CONF, CPU_FLAGS, REAL_DATA, write_dataset, write_idx
-
-
-class Interrupted(BaseException):
-    """Stands in for a kill: like KeyboardInterrupt, the engine does not record it as a failure."""
-
-
-def interrupt_after(epoch):
-    def hook(run):
-        if run.epoch == epoch:
-            raise Interrupted
-    return hook
-
-
-def history(folder):
-    return pd.read_csv(folder / records.HISTORY)
+from conftest import (CONF, CPU_FLAGS, REAL_DATA, Interrupted, OnEpoch, history, interrupt_after, record,
+                      write_dataset, write_idx)
 
 
 # ---------------------------------------------------------------- configs
@@ -127,27 +121,27 @@ def test_mlp_init_is_nn_linear_bounds_and_per_member():
 # ---------------------------------------------------------------- training
 def test_training_beats_chance_and_writes_every_file(make_cfg, tmp_path):
     score = train(make_cfg("trainer.epochs=5"), tmp_path, overrides=["trainer.epochs=5"])
-    rec = records.read_results(tmp_path)
-    m = rec["metrics"]
-    assert rec["status"] == "complete" and rec["schema_version"] == records.SCHEMA_VERSION
-    assert score == m["val_acc"] and m["selection"] == "val_acc"
-    assert m["test_acc"] > 0.5  # chance is 0.1
-    assert m["epochs_run"] == 5 and 1 <= m["best_epoch"] <= 5
-    assert rec["overrides"] == ["trainer.epochs=5"]
-    assert rec["config"]["threads"] == 1 and rec["provenance"]["threads"] == 1
-    assert set(rec["provenance"]["dataset_sha256"]) == set(data.FILES.values())
-    assert rec["n_params"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    rec = record(tmp_path)
+    m = rec.metrics
+    assert rec.status == "complete" and rec.schema_version == SCHEMA_VERSION
+    assert score == m.val_acc and m.selection == "val_acc"
+    assert m.test_acc > 0.5  # chance is 0.1
+    assert m.epochs_run == 5 and 1 <= m.best_epoch <= 5
+    assert rec.overrides == ["trainer.epochs=5"]
+    assert rec.config["threads"] == 1 and rec.provenance["threads"] == 1
+    assert set(rec.provenance["dataset_sha256"]) == set(IDX_FILES.values())
+    assert rec.n_params == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     h = history(tmp_path)
-    assert list(h.columns) == list(records.HISTORY_COLUMNS) and len(h) == 5
-    assert h.val_acc.max() == m["val_acc"] and h.test_acc[h.epoch == m["best_epoch"]].item() == m["test_acc"]
-    preds = np.load(tmp_path / records.PREDICTIONS)
+    assert list(h.columns) == list(HISTORY_COLUMNS) and len(h) == 5
+    assert h.val_acc.max() == m.val_acc and h.test_acc[h.epoch == m.best_epoch].item() == m.test_acc
+    preds = np.load(tmp_path / PREDICTIONS)
     assert preds.dtype == np.uint8 and preds.shape == (200,)
-    labels = np.frombuffer((records.Path(rec["config"]["data"]["root"]) / "MNIST/raw/t10k-labels-idx1-ubyte")
+    labels = np.frombuffer((Path(rec.config["data"]["root"]) / "MNIST/raw" / IDX_FILES["test_labels"])
                            .read_bytes()[8:], dtype=np.uint8)
-    assert (preds == labels).mean() == m["test_acc"]  # exactly: a count over 200, not float32 noise
+    assert (preds == labels).mean() == m.test_acc  # exactly: a count over 200, not float32 noise
     for f in ("best.pt", LAST):
         assert (tmp_path / f).exists()
-    assert not (tmp_path / checkpoint.LOCK).exists()
+    assert not (tmp_path / LOCK).exists()
 
 
 @pytest.mark.parametrize("precision", ["highest", "medium"])
@@ -156,13 +150,13 @@ def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog, pre
                  f"matmul_precision={precision}")
     train(make_cfg(*overrides), tmp_path / "straight")
     with pytest.raises(Interrupted):
-        train(make_cfg(*overrides), tmp_path / "killed", on_epoch_end=interrupt_after(2))
-    assert records.read_results(tmp_path / "killed")["status"] == "running"
+        train(make_cfg(*overrides), tmp_path / "killed", listeners=interrupt_after(2))
+    assert record(tmp_path / "killed").status == "running"
     with caplog.at_level("INFO"):
         train(make_cfg(*overrides), tmp_path / "killed")
     assert "Resuming from epoch 3" in caplog.text
-    a, b = records.read_results(tmp_path / "straight"), records.read_results(tmp_path / "killed")
-    assert a["metrics"] == b["metrics"] and a["fingerprint"] == b["fingerprint"]
+    a, b = record(tmp_path / "straight"), record(tmp_path / "killed")
+    assert a.metrics == b.metrics and a.fingerprint == b.fingerprint
     pd.testing.assert_frame_equal(history(tmp_path / "straight").drop(columns="seconds"),
                                   history(tmp_path / "killed").drop(columns="seconds"), check_exact=True)
     assert np.array_equal(np.load(tmp_path / "straight/predictions.npy"), np.load(tmp_path / "killed/predictions.npy"))
@@ -171,9 +165,9 @@ def test_resume_equals_uninterrupted_bit_for_bit(make_cfg, tmp_path, caplog, pre
 def test_every_run_sets_its_matmul_precision_and_records_it(make_cfg, tmp_path):
     train(make_cfg("matmul_precision=medium"), tmp_path / "medium")
     assert torch.get_float32_matmul_precision() == "medium"
-    assert records.read_results(tmp_path / "medium")["config"]["matmul_precision"] == "medium"
+    assert record(tmp_path / "medium").config["matmul_precision"] == "medium"
     # the setting is process-wide: a joblib worker's next job, at the default, must not inherit it
-    Run.prepare(make_cfg(), tmp_path / "next")
+    settle(make_cfg())
     assert torch.get_float32_matmul_precision() == "highest"
 
 
@@ -203,22 +197,22 @@ def test_medium_matmul_precision_rounds_to_bfloat16_where_the_cpu_has_amx():
 
 
 def test_run_killed_between_its_last_checkpoint_and_records_completes_them(make_cfg, tmp_path, monkeypatch):
-    write = Run.write_records
+    write = RunFolder.write_records
 
-    def killed_before_final_records(run):
-        if run.epoch == 2:
+    def killed_before_final_records(folder, training, values=None):
+        if training.epoch == 2:
             raise Interrupted  # last.pt of the final epoch is on disk; its records are not
-        write(run)
+        return write(folder, training, values)
 
-    monkeypatch.setattr(Run, "write_records", killed_before_final_records)
+    monkeypatch.setattr(RunFolder, "write_records", killed_before_final_records)
     with pytest.raises(Interrupted):
         train(make_cfg("trainer.epochs=2"), tmp_path / "killed")
     monkeypatch.undo()
-    assert records.read_results(tmp_path / "killed")["status"] == "running"
+    assert record(tmp_path / "killed").status == "running"
     train(make_cfg("trainer.epochs=2"), tmp_path / "killed")
     train(make_cfg("trainer.epochs=2"), tmp_path / "straight")
-    a, b = records.read_results(tmp_path / "straight"), records.read_results(tmp_path / "killed")
-    assert b["status"] == "complete" and a["metrics"] == b["metrics"] and b["metrics"]["epochs_run"] == 2
+    a, b = record(tmp_path / "straight"), record(tmp_path / "killed")
+    assert b.status == "complete" and a.metrics == b.metrics and b.metrics.epochs_run == 2
     pd.testing.assert_frame_equal(history(tmp_path / "straight").drop(columns="seconds"),
                                   history(tmp_path / "killed").drop(columns="seconds"), check_exact=True)
     assert np.array_equal(np.load(tmp_path / "straight/predictions.npy"), np.load(tmp_path / "killed/predictions.npy"))
@@ -235,12 +229,12 @@ def test_complete_run_is_not_retrained(make_cfg, tmp_path, caplog):
 def test_keep_last_false_deletes_last_checkpoint(make_cfg, tmp_path):
     train(make_cfg("trainer.keep_last=false"), tmp_path)
     assert not (tmp_path / LAST).exists() and (tmp_path / "best.pt").exists()
-    assert records.read_results(tmp_path)["status"] == "complete"
+    assert record(tmp_path).status == "complete"
 
 
 def test_validation_is_held_out_of_training_per_seed(make_cfg, tmp_path):
-    run = Run.prepare(make_cfg("n_seeds=3", "data.val_size=100"), tmp_path)
-    run.setup()
+    cfg = make_cfg("n_seeds=3", "data.val_size=100")
+    run = Training(cfg, *settle(cfg))
     n = len(run.data.train_y)
     for train_idx, val_idx in zip(run.train_idx, run.val_idx):
         assert len(val_idx) == 100 and len(train_idx) == n - 100
@@ -251,16 +245,16 @@ def test_validation_is_held_out_of_training_per_seed(make_cfg, tmp_path):
 def test_best_checkpoint_holds_the_best_epochs_weights(make_cfg, tmp_path):
     # patience 2 on a stalling lr: the run goes on past its best epoch, so last != best
     train(make_cfg("trainer.epochs=8", "trainer.patience=2", "optimizer.lr=3e-3"), tmp_path)
-    m = records.read_results(tmp_path)["metrics"]
-    assert m["best_epoch"] < m["epochs_run"]
-    best = checkpoint.load(tmp_path / "best.pt")
-    assert best["epoch"] == m["best_epoch"] and best["val_acc"] == m["val_acc"]
-    run = Run.prepare(make_cfg(), tmp_path / "check")
-    run.setup()
-    run.model.load_state_dict(best["model"])
+    m = record(tmp_path).metrics
+    assert m.best_epoch < m.epochs_run
+    best = BestState.load(tmp_path / BEST)
+    assert best.epoch == m.best_epoch and best.selection == "val_acc" and best.score == m.val_acc
+    cfg = make_cfg()
+    run = Training(cfg, *settle(cfg))
+    run.model.load_state_dict(best.model)
     _, test_acc, pred = run.evaluate(run.data.test_x, run.data.test_y)
-    assert test_acc.item() == pytest.approx(m["test_acc"])  # the recorded test accuracy is the best epoch's
-    assert np.array_equal(pred[0].numpy(), np.load(tmp_path / records.PREDICTIONS))
+    assert test_acc.item() == pytest.approx(m.test_acc)  # the recorded test accuracy is the best epoch's
+    assert np.array_equal(pred[0].numpy(), np.load(tmp_path / PREDICTIONS))
 
 
 def test_a_failed_write_keeps_the_file_before_it_and_leaves_no_temporary(tmp_path):
@@ -272,7 +266,7 @@ def test_a_failed_write_keeps_the_file_before_it_and_leaves_no_temporary(tmp_pat
         raise KeyboardInterrupt  # a kill while torch.save writes
 
     with pytest.raises(KeyboardInterrupt):
-        records.atomic_write(tmp_path / LAST, dies_midway)
+        atomic_write(tmp_path / LAST, dies_midway)
     assert (tmp_path / LAST).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST]
 
@@ -283,20 +277,20 @@ def test_a_failed_write_keeps_the_file_before_it_and_leaves_no_temporary(tmp_pat
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")  # noqa: B012
 
     with pytest.raises(KeyboardInterrupt):  # an interrupt, not a failure
-        records.atomic_write(tmp_path / LAST, interrupted_then_torn)
+        atomic_write(tmp_path / LAST, interrupted_then_torn)
     assert (tmp_path / LAST).read_bytes() == before
-    records.write_json(tmp_path / records.RESULTS, {"status": "running"})
+    write_json(tmp_path / RESULTS, {"status": "running"})
     with pytest.raises(TypeError):  # not serialisable: fails while writing
-        records.write_json(tmp_path / records.RESULTS, {"status": object()})
-    assert records.read_results(tmp_path) == {"status": "running"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LAST, records.RESULTS])
+        write_json(tmp_path / RESULTS, {"status": object()})
+    assert parse((tmp_path / RESULTS).read_bytes(), tmp_path / RESULTS) == {"status": "running"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LAST, RESULTS])
 
 
 def test_early_stopping_after_patience(make_cfg, tmp_path):
     # lr so small that validation accuracy stalls at once
     train(make_cfg("trainer.epochs=8", "trainer.patience=1", "optimizer.lr=1e-9"), tmp_path)
-    m = records.read_results(tmp_path)["metrics"]
-    assert m["epochs_run"] < 8 and m["epochs_run"] == m["best_epoch"] + 1
+    m = record(tmp_path).metrics
+    assert m.epochs_run < 8 and m.epochs_run == m.best_epoch + 1
 
 
 def test_val_size_zero_selects_on_test_and_says_so(make_cfg, tmp_path):
@@ -306,26 +300,26 @@ def test_val_size_zero_selects_on_test_and_says_so(make_cfg, tmp_path):
         raise ValueError(f"{constant} is not JSON")
 
     # strict JSON, as any parser reads it: the missing validation figures are null, not NaN
-    m = json.loads((tmp_path / records.RESULTS).read_text(), parse_constant=refuse)["metrics"]
+    m = json.loads((tmp_path / RESULTS).read_text(), parse_constant=refuse)["metrics"]
     assert m["selection"] == "test_acc" and score == m["test_acc"] and m["val_acc"] is None
     assert history(tmp_path).val_acc.isna().all()
 
 
 def test_init_from_starts_from_saved_weights(make_cfg, tmp_path):
     train(make_cfg(), tmp_path / "first")
-    best = checkpoint.load(tmp_path / "first/best.pt")
+    best = BestState.load(tmp_path / "first/best.pt")
     train(make_cfg(f"trainer.init_from={tmp_path / 'first/best.pt'}", "optimizer.lr=1e-12", "trainer.epochs=1"),
           tmp_path / "second")
     second = checkpoint.load(tmp_path / "second/last.pt")["model"]
-    for name, t in best["model"].items():
+    for name, t in best.model.items():
         torch.testing.assert_close(second[name], t, rtol=0, atol=1e-6)
 
 
 def test_diverging_run_is_recorded_failed_and_raises(make_cfg, tmp_path):
     with pytest.raises(DivergedError, match="diverged"):
         train(make_cfg("optimizer=sgd", "optimizer.lr=1e12"), tmp_path)
-    rec = records.read_results(tmp_path)
-    assert rec["status"] == "failed" and "diverged" in rec["error"]
+    rec = record(tmp_path)
+    assert rec.status == "failed" and "diverged" in rec.error
 
 
 def test_augmentation_is_seeded_and_moves_pixels_by_at_most_k():
@@ -437,7 +431,7 @@ def test_label_out_of_range_is_corrupt(make_cfg, tmp_path):
 
 def test_truncated_checkpoint_is_refused_and_kept(make_cfg, tmp_path):
     with pytest.raises(Interrupted):
-        train(make_cfg(), tmp_path, on_epoch_end=interrupt_after(1))
+        train(make_cfg(), tmp_path, listeners=interrupt_after(1))
     last = tmp_path / LAST
     last.write_bytes(last.read_bytes()[:1000])
     torn = last.read_bytes()
@@ -459,12 +453,12 @@ def test_checkpoint_with_pickled_code_is_refused(make_cfg, tmp_path):
 
 def test_checkpoint_of_another_config_is_refused(make_cfg, tmp_path):
     with pytest.raises(Interrupted):
-        train(make_cfg("seed=1"), tmp_path, on_epoch_end=interrupt_after(1))
-    before = (tmp_path / records.RESULTS).read_bytes()
+        train(make_cfg("seed=1"), tmp_path, listeners=interrupt_after(1))
+    before = (tmp_path / RESULTS).read_bytes()
     with pytest.raises(ConfigError, match="another config"):  # its record says so first
         train(make_cfg("seed=2"), tmp_path)
-    assert (tmp_path / records.RESULTS).read_bytes() == before
-    (tmp_path / records.RESULTS).unlink()  # the checkpoint alone must refuse too
+    assert (tmp_path / RESULTS).read_bytes() == before
+    (tmp_path / RESULTS).unlink()  # the checkpoint alone must refuse too
     ckpt = (tmp_path / LAST).read_bytes()
     with pytest.raises(CheckpointError, match="belongs to another config"):
         train(make_cfg("seed=2"), tmp_path)
@@ -481,7 +475,7 @@ def test_foreign_checkpoint_is_refused(make_cfg, tmp_path):
 
 
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(make_cfg, tmp_path):
-    lock = tmp_path / checkpoint.LOCK
+    lock = tmp_path / LOCK
     tmp_path.mkdir(exist_ok=True)
     lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
     with pytest.raises(LockedError, match="in use"):
@@ -492,23 +486,23 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(make_cfg, tmp_path
     os.waitpid(dead, 0)
     lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
     train(make_cfg(), tmp_path)
-    assert records.read_results(tmp_path)["status"] == "complete" and not lock.exists()
+    assert record(tmp_path).status == "complete" and not lock.exists()
 
 
 def test_lock_of_another_host_is_taken_over_only_once_it_is_not_refreshed(make_cfg, tmp_path):
-    lock = tmp_path / checkpoint.LOCK
+    lock = tmp_path / LOCK
     lock.write_text(json.dumps({"pid": 1, "host": "node-a"}))  # a SLURM job killed on another node
     with pytest.raises(LockedError, match=r"refreshed \d s ago"):  # seconds, not the 30 minutes that free it
         train(make_cfg(), tmp_path)
     old = time.time() - STALE_AFTER_S - 60
     os.utime(lock, (old, old))
     train(make_cfg(), tmp_path)
-    assert records.read_results(tmp_path)["status"] == "complete" and not lock.exists()
+    assert record(tmp_path).status == "complete" and not lock.exists()
 
 
 @pytest.mark.parametrize("content", ["", "own pid"])
 def test_an_empty_lock_or_one_naming_this_process_is_a_dead_one(make_cfg, tmp_path, content):
-    lock = tmp_path / checkpoint.LOCK
+    lock = tmp_path / LOCK
     own = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
     lock.write_text(own if content else "")  # the pid a killed process had, now this one's (pid 1 in a container)
     if not content:
@@ -517,35 +511,35 @@ def test_an_empty_lock_or_one_naming_this_process_is_a_dead_one(make_cfg, tmp_pa
         old = time.time() - 120
         os.utime(lock, (old, old))
     train(make_cfg(), tmp_path)
-    assert records.read_results(tmp_path)["status"] == "complete"
+    assert record(tmp_path).status == "complete"
 
 
 def test_a_lock_deleted_by_hand_is_taken_again_and_one_taken_by_another_is_left_alone(make_cfg, tmp_path):
-    def at_epoch_1(action):
-        def hook(run):
-            if run.epoch == 1:
-                action(run.dir / checkpoint.LOCK)
-        return hook
+    def at_epoch_1(folder, action):
+        def act(training):
+            if training.epoch == 1:
+                action(folder / LOCK)
+        return [OnEpoch(act)]
 
-    train(make_cfg("trainer.epochs=3"), tmp_path / "a", on_epoch_end=at_epoch_1(lambda lock: lock.unlink()))
-    assert records.read_results(tmp_path / "a")["status"] == "complete"
-    assert not (tmp_path / "a" / checkpoint.LOCK).exists()
+    train(make_cfg("trainer.epochs=3"), tmp_path / "a", listeners=at_epoch_1(tmp_path / "a", lambda lock: lock.unlink()))
+    assert record(tmp_path / "a").status == "complete"
+    assert not (tmp_path / "a" / LOCK).exists()
 
     other = {"pid": os.getppid(), "host": socket.gethostname()}  # deleted, then taken by another process
     with pytest.raises(LockedError, match="was taken by pid"):
         train(make_cfg("trainer.epochs=3"), tmp_path / "b",
-              on_epoch_end=at_epoch_1(lambda lock: lock.write_text(json.dumps(other))))
-    assert json.loads((tmp_path / "b" / checkpoint.LOCK).read_text()) == other  # its lock stays
+              listeners=at_epoch_1(tmp_path / "b", lambda lock: lock.write_text(json.dumps(other))))
+    assert json.loads((tmp_path / "b" / LOCK).read_text()) == other  # its lock stays
 
 
 def test_a_running_run_refreshes_its_lock_every_epoch(make_cfg, tmp_path):
-    lock = tmp_path / checkpoint.LOCK
+    lock = tmp_path / LOCK
     seen = []
 
-    def hook(run):
+    def act(training):
         seen.append(lock.stat().st_mtime)
         os.utime(lock, (0, 0))
-    train(make_cfg("trainer.epochs=3"), tmp_path, on_epoch_end=hook)
+    train(make_cfg("trainer.epochs=3"), tmp_path, listeners=[OnEpoch(act)])
     assert len(seen) == 3 and all(t > time.time() - 60 for t in seen)
 
 
@@ -571,7 +565,7 @@ def test_a_complete_run_is_not_reported_complete_on_other_data_files(make_cfg, t
     with pytest.raises(ConfigError, match="complete run on other data files"):
         train(make_cfg(f"data.root={other}"), tmp_path / "run")
     moved = shutil.copytree(make_cfg().data.root, tmp_path / "moved")  # the same files elsewhere: still complete
-    score = records.read_results(tmp_path / "run")["metrics"]["val_acc"]
+    score = record(tmp_path / "run").metrics.val_acc
     assert train(make_cfg(f"data.root={moved}"), tmp_path / "run") == score
     shutil.rmtree(moved)  # deleted after training: nothing to compare, nothing is downloaded
     assert train(make_cfg(f"data.root={moved}", "data.download=true"), tmp_path / "run") == score
@@ -581,14 +575,14 @@ def test_a_complete_run_is_not_reported_complete_on_other_data_files(make_cfg, t
 def test_resume_refuses_other_data_files(make_cfg, tmp_path):
     other = write_dataset(tmp_path / "other", seed=1)
     with pytest.raises(Interrupted):
-        train(make_cfg(), tmp_path / "run", on_epoch_end=interrupt_after(1))
+        train(make_cfg(), tmp_path / "run", listeners=interrupt_after(1))
     with pytest.raises(CheckpointError, match="trained on other data files"):
         train(make_cfg(f"data.root={other}"), tmp_path / "run")
 
 
 def test_init_from_a_file_that_is_no_checkpoint_says_what_to_give_and_deletes_nothing(make_cfg, tmp_path):
     train(make_cfg(), tmp_path / "first")
-    history_file = tmp_path / "first" / records.HISTORY
+    history_file = tmp_path / "first" / HISTORY
     with pytest.raises(CheckpointError) as err:
         train(make_cfg(f"trainer.init_from={history_file}"), tmp_path / "new")
     assert "Give trainer.init_from the path of a run's best.pt" in str(err.value)
@@ -607,7 +601,7 @@ def test_one_epoch_on_real_mnist_reaches_95_percent(make_cfg, tmp_path):
     cfg = make_cfg(f"data.root={REAL_DATA}", "model.hidden=[128,64]", "data.val_size=5000", "trainer.epochs=1",
                    "threads=null", "trainer.eval_batch_size=1000")
     train(cfg, tmp_path)
-    assert records.read_results(tmp_path)["metrics"]["test_acc"] >= 0.95
+    assert record(tmp_path).metrics.test_acc >= 0.95
 
 
 @pytest.mark.parametrize("n_seeds", [1, 3])
@@ -621,10 +615,10 @@ def test_a_run_says_what_it_starts_and_ends_on_one_line_with_its_choice_accuraci
     done = lines[-1]
     assert done.startswith("Done: ") and str(tmp_path) in done and "chosen on validation" in done
     if n_seeds == 1:
-        rec = records.read_results(tmp_path)
-        m = rec["metrics"]
-        assert (f"epoch {m['best_epoch']} of 2" in done and f"val acc {100 * m['val_acc']:.2f}%" in done
-                and f"test acc {100 * m['test_acc']:.2f}%" in done)
+        rec = record(tmp_path)
+        m = rec.metrics
+        assert (f"epoch {m.best_epoch} of 2" in done and f"val acc {100 * m.val_acc:.2f}%" in done
+                and f"test acc {100 * m.test_acc:.2f}%" in done)
     else:
-        accs = [100 * records.read_results(tmp_path / f"seed={s}")["metrics"]["test_acc"] for s in range(3)]
+        accs = [100 * record(tmp_path / f"seed={s}").metrics.test_acc for s in range(3)]
         assert f"mean {np.mean(accs):.2f}% [min {min(accs):.2f}, max {max(accs):.2f}]" in done

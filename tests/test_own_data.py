@@ -15,7 +15,7 @@ from torchvision import datasets
 import analysis
 from neuralforge import data, records
 from neuralforge.engine import train
-from neuralforge.errors import DataError
+from neuralforge.record.errors import DataError
 
 N_TRAIN, N_TEST = 300, 100
 
@@ -58,10 +58,10 @@ def test_a_tensors_file_trains_a_group_with_flips_and_shifts(make_cfg, tmp_path)
                    "trainer.batch_size=32",
                    "data.augment.shift=2", "data.augment.flip=true"), tmp_path / "run")
     for s in range(2):
-        rec = records.read_results(tmp_path / f"run/seed={s}")
-        assert rec["status"] == "complete" and rec["metrics"]["test_acc"] > 0.5  # chance is 0.1
-        assert rec["provenance"]["dataset_sha256"] == {"mine.npz": hashlib.sha256(path.read_bytes()).hexdigest()}
-        assert rec["n_params"] == 3 * 24 * 30 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+        rec = record(tmp_path / f"run/seed={s}")
+        assert rec.status == "complete" and rec.metrics.test_acc > 0.5  # chance is 0.1
+        assert rec.provenance["dataset_sha256"] == {"mine.npz": hashlib.sha256(path.read_bytes()).hexdigest()}
+        assert rec.n_params == 3 * 24 * 30 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     # the analysis reads the test labels from the same file: accuracy from predictions and labels
     table = analysis.stability(analysis.collect(tmp_path / "run"))
     assert table["ensemble_acc"].iloc[0] > 0.5 and table["n"].iloc[0] == 2
@@ -172,9 +172,9 @@ def test_a_cifar_format_fixture_loads_through_torchvision_and_trains(cifar_root,
     torch.testing.assert_close(d.train_x[7], normalized_chw(arrays, 7))
     train(make_cfg("data=cifar10", f"data.root={root}", "data.val_size=50", "trainer.epochs=4",
                    "trainer.batch_size=32"), tmp_path / "run")
-    rec = records.read_results(tmp_path / "run")
-    assert rec["metrics"]["test_acc"] > 0.5 and rec["config"]["data"]["augment"]["flip"] is True
-    assert set(rec["provenance"]["dataset_sha256"]) == {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+    rec = record(tmp_path / "run")
+    assert rec.metrics.test_acc > 0.5 and rec.config["data"]["augment"]["flip"] is True
+    assert set(rec.provenance["dataset_sha256"]) == {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                                                         "data_batch_5", "test_batch", "batches.meta"}
 
 

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from neuralforge import checkpoint, functional, records
 from neuralforge.engine import LAST, Run, train
-from neuralforge.errors import ConfigError
+from neuralforge.record.errors import ConfigError
 
 from conftest import CONF, FAST
 from test_core import Interrupted, interrupt_after
@@ -111,21 +111,21 @@ def test_a_user_module_from_its_own_config_folder_trains_resumes_bit_exactly_and
     assert "Resuming from epoch 2" in caplog.text
     train(make_cfg("n_seeds=2", "trainer.epochs=1"), tmp_path / "builtin")
     for s in range(2):
-        a, b = (records.read_results(tmp_path / f"{run}/seed={s}") for run in ("straight", "killed"))
-        assert a["status"] == "complete" and a["metrics"]["test_acc"] > 0.5  # chance is 0.1
-        assert a["metrics"] == b["metrics"]
+        a, b = (record(tmp_path / f"{run}/seed={s}") for run in ("straight", "killed"))
+        assert a.status == "complete" and a.metrics.test_acc > 0.5  # chance is 0.1
+        assert a.metrics == b.metrics
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / f"straight/seed={s}/history.csv").drop(columns="seconds"),
                                       pd.read_csv(tmp_path / f"killed/seed={s}/history.csv").drop(columns="seconds"),
                                       check_exact=True)
         assert np.array_equal(np.load(tmp_path / f"straight/seed={s}/predictions.npy"),
                               np.load(tmp_path / f"killed/seed={s}/predictions.npy"))
         # the records of a built-in model's group, field for field, and the files beside them
-        builtin = records.read_results(tmp_path / f"builtin/seed={s}")
-        assert set(a) == set(builtin) and set(a["metrics"]) == set(builtin["metrics"])
+        builtin = record(tmp_path / f"builtin/seed={s}")
+        assert set(a) == set(builtin) and set(a.metrics) == set(builtin.metrics)
         assert {p.name for p in (tmp_path / f"straight/seed={s}").iterdir()} == \
             {p.name for p in (tmp_path / f"builtin/seed={s}").iterdir()}
-        assert a["config"]["model"]["_target_"] == "nf_user_nets.SmallNet" and a["seed"] == s
-        assert a["dropout_masks"].startswith("shared") and builtin["dropout_masks"].startswith("own")
+        assert a.config["model"]["_target_"] == "nf_user_nets.SmallNet" and a.seed == s
+        assert a.dropout_masks.startswith("shared") and builtin.dropout_masks.startswith("own")
         best = checkpoint.load(tmp_path / f"straight/seed={s}/best.pt")["model"]
         assert best["net.net.1.weight"].shape == (1, 32, 784)  # the module's own names, one member
 
@@ -187,7 +187,7 @@ def test_a_target_outside_the_whitelist_is_refused_in_one_line_naming_allow_targ
 
 def test_torch_nn_layers_composed_in_yaml_train_as_a_group(user_cfg, tmp_path):
     train(user_cfg("model=sequential", "n_seeds=2", "trainer.epochs=2", "allow_targets=[]"), tmp_path)
-    assert all(records.read_results(tmp_path / f"seed={s}")["metrics"]["test_acc"] > 0.5 for s in range(2))
+    assert all(record(tmp_path / f"seed={s}").metrics.test_acc > 0.5 for s in range(2))
 
 
 def test_the_command_line_takes_a_config_dir_and_searches_a_user_module_with_seeds_per_trial(
@@ -204,9 +204,9 @@ def test_the_command_line_takes_a_config_dir_and_searches_a_user_module_with_see
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
     for t in study.trials:
         assert t.user_attrs["seeds"] == [0, 1]
-        recs = [records.read_results(tmp_path / f"trial_{t.number:04d}/seed={s}") for s in (0, 1)]
-        assert all(r["config"]["model"]["_target_"] == "nf_user_nets.SmallNet" for r in recs)
-        assert t.value == pytest.approx(np.mean([r["metrics"]["val_acc"] for r in recs]))
+        recs = [record(tmp_path / f"trial_{t.number:04d}/seed={s}") for s in (0, 1)]
+        assert all(r.config["model"]["_target_"] == "nf_user_nets.SmallNet" for r in recs)
+        assert t.value == pytest.approx(np.mean([r.metrics.val_acc for r in recs]))
 
 
 def test_dropout_draws_from_the_first_members_generator_and_leaves_the_global_one_alone():

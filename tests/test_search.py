@@ -46,7 +46,7 @@ def test_a_search_prunes_trials_of_a_bad_region_and_records_them_as_pruned(idx_r
         (0.002, "COMPLETE"), (0.003, "COMPLETE"), (10, "PRUNED")]
     assert sorted(trials[2].intermediate_values) == [1] and sorted(trials[0].intermediate_values) == [1, 2, 3]
     pruned = [r for f, r in results(tmp_path).items() if f.parent.name == "trial_0002"]
-    assert [(r["status"], r["metrics"]["epochs_run"]) for r in pruned] == [("pruned", 1), ("pruned", 1)]
+    assert [(r.status, r.metrics.epochs_run) for r in pruned] == [("pruned", 1), ("pruned", 1)]
     assert "6 runs: 4 complete, 0 failed, 2 pruned, 0 stale, 0 running, 0 missing" in log
 
     problems = subprocess.run([sys.executable, "-m", "analysis", "problems", str(tmp_path)], cwd=ROOT,
@@ -91,8 +91,8 @@ def test_two_pruning_searches_share_one_study(idx_root, tmp_path):
     assert 8 <= len(trials) <= 9 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     assert {t.user_attrs["nf_pid"] for t in trials} == {p.pid for p in procs}
     for t in trials:  # each job reported to its own trial, found by its id
-        rec = records.read_results(tmp_path / f"trial_{t.number:04d}")
-        assert rec["config"]["trial"] == t.number and rec["status"] == t.state.name.lower()
+        rec = record(tmp_path / f"trial_{t.number:04d}")
+        assert rec.config["trial"] == t.number and rec.status == t.state.name.lower()
         assert sorted(t.intermediate_values) == history_epochs(tmp_path / f"trial_{t.number:04d}")
 
 
@@ -119,7 +119,7 @@ def test_a_multi_objective_search_writes_its_pareto_front(idx_root, tmp_path):
     for point in front:
         t = study.trials[point["trial"]]
         assert point["values"] == {"val_acc": t.values[0], "n_params": t.values[1]}
-        assert t.values[1] == records.read_results(tmp_path / f"trial_{t.number:04d}/seed=0")["n_params"]
+        assert t.values[1] == record(tmp_path / f"trial_{t.number:04d}/seed=0").n_params
     from analysis.report import report
     report([tmp_path], tmp_path / "report")
     assert (tmp_path / "report" / "optuna_pareto.png").stat().st_size > 0
@@ -137,7 +137,7 @@ def test_a_search_refuses_objectives_it_cannot_search_in_one_line(tmp_path, over
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from neuralforge.errors import ConfigError
+    from neuralforge.record.errors import ConfigError
     with initialize_config_dir(config_dir=CONF):
         cfg = compose("config", overrides=["hparams_search=mlp_optuna", *overrides, f"hydra.sweep.dir={tmp_path}"],
                       return_hydra_config=True)
@@ -155,7 +155,7 @@ def test_a_search_on_joblib_keeps_two_trials_in_flight(idx_root, tmp_path):
     run(idx_root, *SEARCH, "seeds_per_trial=1", "trainer.epochs=choice(1,200)", "optimizer.lr=choice(0.001,0.002)",
         "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={tmp_path}", fast=[o for o in FAST if not o.startswith("trainer.epochs")])
-    timing = {r["config"]["trial"]: (r["config"]["trainer"]["epochs"], r["timing"]) for r in results(tmp_path).values()}
+    timing = {r.config["trial"]: (r.config["trainer"]["epochs"], r.timing) for r in results(tmp_path).values()}
     assert [timing[n][0] for n in range(3)] == [1, 200, 200]
     short, long, successor = (timing[n][1] for n in range(3))
     # the short trial's worker took the next trial at once, while the long one still trained

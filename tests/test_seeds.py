@@ -10,7 +10,7 @@ from scipy import stats
 
 from neuralforge import checkpoint, records
 from neuralforge.engine import LAST, Run, train
-from neuralforge.errors import DivergedError
+from neuralforge.record.errors import DivergedError
 
 from test_core import Interrupted, interrupt_after
 
@@ -35,12 +35,12 @@ def test_group_members_match_single_runs_after_the_first_step(make_cfg, tmp_path
 
 def test_each_member_gets_its_own_folder_and_records(make_cfg, tmp_path):
     score = train(make_cfg("seed=10", "n_seeds=3"), tmp_path)
-    recs = [records.read_results(tmp_path / f"seed={s}") for s in (10, 11, 12)]
-    assert [r["seed"] for r in recs] == [10, 11, 12]
-    assert [r["seeds"]["order"] for r in recs] == [10, 11, 12]
-    assert all(r["status"] == "complete" and r["group"]["size"] == 3 for r in recs)
-    assert [r["group"]["member"] for r in recs] == [0, 1, 2]
-    assert score == pytest.approx(np.mean([r["metrics"]["val_acc"] for r in recs]))
+    recs = [record(tmp_path / f"seed={s}") for s in (10, 11, 12)]
+    assert [r.seed for r in recs] == [10, 11, 12]
+    assert [r.seeds["order"] for r in recs] == [10, 11, 12]
+    assert all(r.status == "complete" and r.group.size == 3 for r in recs)
+    assert [r.group.member for r in recs] == [0, 1, 2]
+    assert score == pytest.approx(np.mean([r.metrics.val_acc for r in recs]))
     for s in (10, 11, 12):
         folder = tmp_path / f"seed={s}"
         assert (folder / records.PREDICTIONS).exists() and (folder / records.HISTORY).exists()
@@ -54,14 +54,14 @@ def test_killed_group_resumes_every_member_bit_for_bit(make_cfg, tmp_path, caplo
     train(make_cfg(*args), tmp_path / "straight")
     with pytest.raises(Interrupted):
         train(make_cfg(*args), tmp_path / "killed", on_epoch_end=interrupt_after(1))
-    assert [records.read_results(tmp_path / f"killed/seed={s}")["status"] for s in range(3)] == ["running"] * 3
+    assert [record(tmp_path / f"killed/seed={s}").status for s in range(3)] == ["running"] * 3
     with caplog.at_level("INFO"):
         train(make_cfg(*args), tmp_path / "killed")
     assert "Resuming from epoch 2" in caplog.text
     for s in range(3):
-        a = records.read_results(tmp_path / f"straight/seed={s}")
-        b = records.read_results(tmp_path / f"killed/seed={s}")
-        assert a["metrics"] == b["metrics"]
+        a = record(tmp_path / f"straight/seed={s}")
+        b = record(tmp_path / f"killed/seed={s}")
+        assert a.metrics == b.metrics
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / f"straight/seed={s}/history.csv").drop(columns="seconds"),
                                       pd.read_csv(tmp_path / f"killed/seed={s}/history.csv").drop(columns="seconds"))
         assert np.array_equal(np.load(tmp_path / f"straight/seed={s}/predictions.npy"),
@@ -76,10 +76,10 @@ def test_one_diverging_member_fails_alone(make_cfg, tmp_path):
 
     with pytest.raises(DivergedError, match=r"1 of 3 failed: seed=1"):
         train(make_cfg("n_seeds=3", "trainer.epochs=3"), tmp_path, on_epoch_end=poison_member_1)
-    states = [records.read_results(tmp_path / f"seed={s}") for s in range(3)]
-    assert [r["status"] for r in states] == ["complete", "failed", "complete"]
-    assert states[0]["metrics"]["epochs_run"] == 3 and states[1]["metrics"]["epochs_run"] == 2
-    assert "diverged" in states[1]["error"]
+    states = [record(tmp_path / f"seed={s}") for s in range(3)]
+    assert [r.status for r in states] == ["complete", "failed", "complete"]
+    assert states[0].metrics.epochs_run == 3 and states[1].metrics.epochs_run == 2
+    assert "diverged" in states[1].error
 
 
 def test_a_group_with_a_failed_member_started_again_reports_it_and_rewrites_nothing(make_cfg, tmp_path):
@@ -101,12 +101,12 @@ def test_a_group_with_a_failed_member_started_again_reports_it_and_rewrites_noth
 def test_members_stop_early_on_their_own(make_cfg, tmp_path):
     train(make_cfg("n_seeds=4", "trainer.epochs=6", "trainer.patience=1", "optimizer.lr=3e-3"), tmp_path)
     for s in range(4):
-        m = records.read_results(tmp_path / f"seed={s}")["metrics"]
+        m = record(tmp_path / f"seed={s}").metrics
         h = pd.read_csv(tmp_path / f"seed={s}/history.csv")
         assert len(h) == m["epochs_run"] and h.val_acc.idxmax() + 1 == m["best_epoch"]
         assert m["epochs_run"] == 6 or m["epochs_run"] == m["best_epoch"] + 1
     # members stopped early, each at its own epoch (here 5, 3, 3, 3 of 6)
-    epochs_run = [records.read_results(tmp_path / f"seed={s}")["metrics"]["epochs_run"] for s in range(4)]
+    epochs_run = [record(tmp_path / f"seed={s}").metrics.epochs_run for s in range(4)]
     assert min(epochs_run) < 6 and len(set(epochs_run)) > 1
 
 
@@ -114,10 +114,10 @@ def test_group_and_single_runs_agree_as_distributions(make_cfg, tmp_path):
     n = 24
     args = ("trainer.epochs=3", "model.dropout=0.1")
     train(make_cfg("seed=0", f"n_seeds={n}", *args), tmp_path / "group")
-    group = [records.read_results(tmp_path / f"group/seed={s}")["metrics"]["test_acc"] for s in range(n)]
+    group = [record(tmp_path / f"group/seed={s}").metrics.test_acc for s in range(n)]
     single = []
     for s in range(n):
         train(make_cfg(f"seed={s}", *args), tmp_path / f"single{s}")
-        single.append(records.read_results(tmp_path / f"single{s}")["metrics"]["test_acc"])
+        single.append(record(tmp_path / f"single{s}").metrics.test_acc)
     assert stats.mannwhitneyu(group, single).pvalue > 0.05
     assert stats.ks_2samp(group, single).pvalue > 0.05

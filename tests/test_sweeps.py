@@ -66,9 +66,9 @@ def test_cli_bad_input_is_one_line_and_non_zero(idx_root, tmp_path):
 def test_seed_sweep_gives_one_complete_record_per_seed(idx_root, tmp_path):
     out = run(idx_root, "-m", "seed=0,1,2", f"hydra.sweep.dir={tmp_path}")
     recs = results(tmp_path)
-    assert len(recs) == 3 and all(r["status"] == "complete" for r in recs.values())
-    assert {folder_of(tmp_path, f"seed={s}"): s for s in range(3)} == {f: r["seed"] for f, r in recs.items()}
-    assert len({r["metrics"]["val_acc"] for r in recs.values()}) > 1
+    assert len(recs) == 3 and all(r.status == "complete" for r in recs.values())
+    assert {folder_of(tmp_path, f"seed={s}"): s for s in range(3)} == {f: r.seed for f, r in recs.items()}
+    assert len({r.metrics.val_acc for r in recs.values()}) > 1
     assert "3 runs: 3 complete, 0 failed, 0 stale, 0 running, 0 missing" in out.stdout + out.stderr
     assert f"Next: python -m analysis summary {tmp_path}" in out.stdout + out.stderr
 
@@ -77,7 +77,7 @@ def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
     out = run(idx_root, "-m", "optimizer=sgd", "optimizer.lr=0.05,1e12", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
               check=False)
     assert out.returncode != 0
-    states = sorted((r["config"]["optimizer"]["lr"], r["seed"], r["status"]) for r in results(tmp_path).values())
+    states = sorted((r.config["optimizer"]["lr"], r.seed, r.status) for r in results(tmp_path).values())
     assert states == [(0.05, 0, "complete"), (0.05, 1, "complete"), (1e12, 0, "failed"), (1e12, 1, "failed")]
     assert "2 complete, 2 failed" in out.stdout + out.stderr
 
@@ -110,7 +110,7 @@ def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"interrupted: the same command with hydra.run.dir={tmp_path} resumes "
                                             f"from the last finished epoch")
-    assert records.read_results(tmp_path)["status"] == "running"  # resumable: not failed
+    assert record(tmp_path).status == "running"  # resumable: not failed
     assert sweeps.job_states(tmp_path)["stale"] == [tmp_path]  # its process is gone
 
 
@@ -134,8 +134,8 @@ def test_parallel_and_cluster_launchers_run_a_sweep(idx_root, tmp_path, launcher
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
     run(idx_root, "-m", "seed=0,1", f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={tmp_path}")
     recs = results(tmp_path)
-    assert sorted(r["seed"] for r in recs.values()) == [0, 1]
-    assert all(r["status"] == "complete" for r in recs.values())
+    assert sorted(r.seed for r in recs.values()) == [0, 1]
+    assert all(r.status == "complete" for r in recs.values())
 
 
 def test_jobs_that_share_the_cores_are_those_running_at_once(monkeypatch):
@@ -155,7 +155,7 @@ def test_a_search_on_joblib_asking_one_trial_at_a_time_gives_it_every_core(idx_r
     default_threads = [o for o in FAST if not o.startswith("threads=")]
     run(idx_root, "-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", "hydra/launcher=joblib",
         "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}", fast=default_threads)
-    assert [r["config"]["threads"] for r in results(tmp_path).values()] == [hardware.default_threads(1)]
+    assert [r.config["threads"] for r in results(tmp_path).values()] == [hardware.default_threads(1)]
 
 
 def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_path):
@@ -164,7 +164,7 @@ def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_pa
         fast=default_threads)
     first = results(tmp_path)
     # joblib's two workers got half the cores each; the basic launcher would give one job all of them
-    threads = {r["config"]["threads"] for r in first.values()}
+    threads = {r.config["threads"] for r in first.values()}
     assert threads == {hardware.default_threads(2)}
     out = run(idx_root, "-m", "seed=0,1", f"threads={threads.pop()}", f"hydra.sweep.dir={tmp_path}",
               fast=default_threads)
@@ -195,8 +195,8 @@ def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
     again = {f.name: r for f, r in results(killed).items()}
     assert sorted(clean) == sorted(again) and len(again) == 3
     for name in clean:
-        assert again[name]["status"] == "complete"
-        assert again[name]["metrics"] == clean[name]["metrics"]
+        assert again[name].status == "complete"
+        assert again[name].metrics == clean[name].metrics
 
 
 def test_optuna_search_resumes_its_study(idx_root, tmp_path):
@@ -220,8 +220,8 @@ def test_optuna_search_resumes_its_study(idx_root, tmp_path):
     assert all(p not in first.values() for p in later)  # the reseeded sampler does not replay
     assert (tmp_path / "trial_0000/seed=0/results.json").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.glob("trial_*")) == [f"trial_{i:04d}" for i in range(6)]
-    rec = records.read_results(tmp_path / "trial_0005/seed=1")
-    assert rec["config"]["trial"] == 5 and rec["config"]["n_seeds"] == 2
+    rec = record(tmp_path / "trial_0005/seed=1")
+    assert rec.config["trial"] == 5 and rec.config["n_seeds"] == 2
 
 
 def test_searches_asking_at_once_draw_different_points_and_a_seed_replays_them(tmp_path):
@@ -286,9 +286,9 @@ def test_two_searches_share_one_study(idx_root, tmp_path):
     drawn = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(drawn)) == len(drawn)  # no point proposed twice
     for t in study.trials:
-        rec = records.read_results(tmp_path / f"trial_{t.number:04d}")
-        assert rec["status"] == "complete" and rec["config"]["trial"] == t.number
-        assert rec["metrics"]["val_acc"] == t.value
+        rec = record(tmp_path / f"trial_{t.number:04d}")
+        assert rec.status == "complete" and rec.config["trial"] == t.number
+        assert rec.metrics.val_acc == t.value
 
 
 def _sweeper(storage, stale_after_s=1800.0, sweep_dir=None):

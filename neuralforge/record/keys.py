@@ -65,10 +65,6 @@ CHOICES: dict[str, Role] = {
     "experiment": Role(names_folder=False, tells_configs_apart=False, searchable=False),
     "hparams_search": Role(names_folder=False, tells_configs_apart=False, searchable=False),
 }
-# top-level config keys that are values, not sections
-TOP_LEVEL = ("seed", "n_seeds", "vary", "init_perturb", "allow_targets", "seeds_per_trial", "trial", "objective",
-             "device", "threads", "matmul_precision")
-
 
 def keys_where(**wanted: bool) -> tuple[str, ...]:
     """The listed keys (choices included) whose role has every attribute as wanted, e.g.

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neuralforge.records import LOCK, REFUSED, State
+from neuralforge.record.files import LOCK, REFUSED
+from neuralforge.record.schema import State
 
 STALE_AFTER_S = 1800  # a heartbeat this old from another host means its process is gone
 

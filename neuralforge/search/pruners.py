@@ -13,6 +13,17 @@ can no longer plausibly be the best, and a trial within its seeds' noise of the 
 own: the sample standard deviation of its members' values at epoch e over sqrt(members), read
 from the trial's user attribute that the job writes beside each report. A trial of one seed
 has no measured noise, and is compared as Optuna's PercentilePruner would.
+
+How it differs from Optuna's PercentilePruner, whose percentile convention it shares (for a
+maximised objective, percentile p is the value the best p% of the others reach):
+- it judges the trial's value at the current step, where PercentilePruner judges the best of
+  the trial's values up to that step: a mean over seeds that was lucky once is not carried on
+  that luck;
+- it counts only the COMPLETE trials that reported this very step, start-up trials included:
+  PercentilePruner's n_startup_trials counts every complete trial, whatever steps it reported;
+- it prunes only when even `k` of the trial's own standard errors above its value stay below
+  the reference (k = 0 is PercentilePruner's comparison, on the current value);
+- it has no interval_steps or n_min_trials: every step is judged, against at least one trial.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from neuralforge.search import PER_SEED_BY_EPOCH
+from neuralforge.search.trial import Attr
 
 
 class SeedNoisePruner(optuna.pruners.BasePruner):
@@ -53,7 +64,7 @@ class SeedNoisePruner(optuna.pruners.BasePruner):
         maximize = study.direction == StudyDirection.MAXIMIZE
         # the value the best (100 - percentile)% of the others reach: below it, a trial is behind
         reference = float(np.percentile(others, 100 - self.percentile if maximize else self.percentile))
-        margin = self.k * standard_error(trial.user_attrs.get(PER_SEED_BY_EPOCH, {}).get(str(step), []))
+        margin = self.k * standard_error(trial.user_attrs.get(Attr.PER_SEED_BY_EPOCH, {}).get(str(step), []))
         return value + margin < reference if maximize else value - margin > reference
 
 
