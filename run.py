@@ -11,13 +11,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from neuralforge import hardware, sweeps
+from neuralforge import commandline, hardware, sweeps
 from neuralforge.engine import train
 from neuralforge.record.atomic import write_text
-from neuralforge.record.errors import LockedError, NeuralForgeError
+from neuralforge.record.errors import DiskFullError, DivergedError, LockedError, NeuralForgeError
 from neuralforge.record.files import HYDRA, REFUSED, RESULTS
 
 log = logging.getLogger("neuralforge")
+TRAINED = (DivergedError, DiskFullError)  # errors of a run that trained: its log keeps them
 # A Ctrl-C on a joblib sweep leaves joblib's semaphores to its resource tracker, a process of its
 # own, whose warning about them says nothing to do: the interrupt's one line says what to do.
 os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
@@ -56,13 +57,24 @@ def main(cfg: DictConfig) -> float:
                      listeners=listeners)
     except NeuralForgeError as err:
         folder = Path(hc.runtime.output_dir)
+        if not isinstance(err, TRAINED):
+            _close_job_log(folder)  # a refusal changes nothing of the folder: Hydra's traceback stays out of its log
         if hc.mode == RunMode.RUN:
+            sweeps.restore_hydra_files()
             _discard_hydra_only(folder, {HYDRA, f"{hc.job.name}.log"})
         elif not isinstance(err, LockedError) and not any(folder.rglob(RESULTS)):
             # a sweep's job keeps its folder, with why it was refused: the sweep counts it as
             # failed, not as a job that was stopped
             write_text(folder / REFUSED, f"{err}\n")
         raise
+
+
+def _close_job_log(folder: Path) -> None:
+    """Detach and close the handlers that write into the job's log in `folder`."""
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder.resolve():
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def _discard_hydra_only(folder: Path, hydra_files: set[str]) -> None:
@@ -81,6 +93,10 @@ def _discard_hydra_only(folder: Path, hydra_files: set[str]) -> None:
 
 if __name__ == "__main__":
     sys.excepthook = _one_line_errors
+    mistake = commandline.problem(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    if mistake:
+        print(f"error: {mistake}", file=sys.stderr)
+        sys.exit(1)
     try:
         main()
     except BrokenPipeError:  # | head stopped reading the help or a config: nothing went wrong

@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from neuralforge.record import anatomy
-from neuralforge.record.atomic import write_json
+from neuralforge.record.atomic import write_bytes, write_json
 from neuralforge.record.errors import ConfigError, RecordError
 from neuralforge.record.files import MANIFEST, RESULTS
 from neuralforge.record.liveness import run_state, without_record
@@ -35,6 +35,9 @@ incomplete: list[str] = []
 # how to resume what a Ctrl-C stops: set where run.py's handler reads it, in the process Hydra
 # started (a joblib job runs in a worker)
 relaunch: list[str] = []
+# a run folder's .hydra/ files as they were before Hydra rewrote them for this command: a command
+# refused before it trains puts them back (run.py), so that bad input changes nothing of a run
+hydra_before: dict[Path, bytes] = {}
 
 
 def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
@@ -61,6 +64,12 @@ def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
         cfg.hydra.overrides.task = job_overrides
         jobs.append({"overrides": job_overrides, "folder": str(OmegaConf.select(cfg, "hydra.sweep.subdir"))})
     return jobs
+
+
+def restore_hydra_files() -> None:
+    """Put back the .hydra/ files Hydra rewrote for a command that was then refused."""
+    for path, blob in hydra_before.items():
+        write_bytes(path, blob)
 
 
 def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], drop: set[str] = frozenset(),
@@ -124,7 +133,12 @@ class SweepCallback(Callback):
     grid sweep that left any job unfinished."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        writable_or_exit(Path(config.hydra.run.dir), "hydra.run.dir")
+        folder = Path(config.hydra.run.dir)
+        writable_or_exit(folder, "hydra.run.dir")
+        if config.hydra.output_subdir is not None:
+            hydra_before.clear()
+            hydra_before.update({p: p.read_bytes() for p in (folder / config.hydra.output_subdir).glob("*")
+                                 if p.is_file()})
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -147,8 +161,10 @@ class SweepCallback(Callback):
         stopped = sys.exc_info()[1]
         if isinstance(stopped, KeyboardInterrupt):
             return  # stopped by Ctrl-C: run.py says so in one line, with the command that resumes
-        if isinstance(stopped, ConfigError):
-            return  # a search refused before it ran: its one line says why, and nothing ran to summarise
+        if isinstance(stopped, ConfigError) and not _is_grid(config):
+            # a search refused before it ran (its trials' own errors fail the trial, not the search):
+            # its one line says why, and nothing ran to summarise
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         states = job_states(sweep_dir)
         log.info("Sweep %s: %s", sweep_dir, summary_line(states))

@@ -26,7 +26,8 @@ from neuralforge import hardware
 from neuralforge.engine import Listener
 from neuralforge.record.datasets import IDX_FILES, IMAGE_MAGIC, LABEL_MAGIC
 from neuralforge.record.files import HISTORY, MANIFEST, RESULTS
-from neuralforge.record.schema import Record, read_results
+from neuralforge.record.keys import SEED_SOURCES
+from neuralforge.record.schema import SCHEMA_VERSION, Group, Metrics, Record, Timing, read_results, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -85,6 +86,9 @@ def _matmul_precision():
 # Small and fast: a 32-16 MLP, 100 validation images, 2 epochs on one thread.
 FAST = ["model.hidden=[32,16]", "data.val_size=100", "trainer.epochs=2", "trainer.eval_batch_size=256",
         "threads=1", "device=cpu", "data.download=false"]
+# One step per epoch (500 training images, batch 500), with every per-step source of
+# randomness switched on: dropout masks and shifts.
+ONE_STEP = ("trainer.batch_size=500", "trainer.epochs=1", "model.dropout=0.3", "data.augment.shift=2")
 
 
 @pytest.fixture
@@ -172,3 +176,82 @@ def folder_of(sweep_dir, override) -> Path:
     """The job folder the manifest names for the job with this override."""
     jobs = json.loads((Path(sweep_dir) / MANIFEST).read_text())["jobs"]
     return Path(sweep_dir) / next(j["folder"] for j in jobs if override in j["overrides"])
+
+
+# ---------------------------------------------------------------- records written by hand
+def write_record(folder, *, status: str = "complete", test_acc: float = 0.9, seed: int = 0, hidden=(32, 16),
+                 lr: float = 1e-3, heartbeat: float | None = None, pid: int = 1, host: str = "elsewhere",
+                 error: str | None = None, config: dict | None = None, metrics: Metrics | None = None,
+                 overrides: list[str] | None = None, group: Group | None = None, fingerprint: str = "0" * 16,
+                 objective: dict[str, float] | None = None) -> Path:
+    """A record built from the schema's own classes, for the states the trainer is hard to put a run
+    into on purpose, and for sweeps of known spreads."""
+    folder = Path(folder)
+    seeds = {s: seed for s in SEED_SOURCES}
+    now = time.time()
+    config = config or {"data": {"name": "mnist", "root": "/nowhere", "val_size": 100},
+                        "model": {"hidden": list(hidden)}, "optimizer": {"lr": lr},
+                        "seed": seed, "seeds": seeds, "n_seeds": 1, "threads": 1, "device": "cpu"}
+    rec = Record(
+        schema_version=SCHEMA_VERSION, status=status, error=error,
+        metrics=metrics or Metrics(best_epoch=2, epochs_run=2, selection="val_acc", val_acc=test_acc, val_loss=0.5,
+                                   test_acc=test_acc, test_loss=0.5, train_acc=test_acc, train_loss=0.5,
+                                   last_test_acc=test_acc, max_test_acc=test_acc + 0.01),
+        seed=config.get("seed", seed), seeds=config.get("seeds", seeds), config=config, fingerprint=fingerprint,
+        overrides=[f"seed={seed}"] if overrides is None else overrides,
+        group=group or Group(size=1, member=0, folder=str(folder)), n_params=100,
+        timing=Timing(started=now - 60, heartbeat=now if heartbeat is None else heartbeat, wall_seconds=60.0,
+                      seconds_per_epoch=30.0),
+        provenance={"host": host, "pid": pid}, objective=objective)
+    write_results(folder, rec)
+    return folder
+
+
+def dead_pid() -> int:
+    """A pid that was this host's a moment ago, and is no process now."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+# ---------------------------------------------------------------- a search in this process
+def search_config(sweep_dir, *overrides: str):
+    """The config `python run.py -m hparams_search=mlp_optuna ...` gives the sweeper, Hydra's included."""
+    with initialize_config_dir(config_dir=CONF):
+        return compose("config", overrides=["hparams_search=mlp_optuna", f"hydra.sweep.dir={sweep_dir}", *overrides],
+                       return_hydra_config=True)
+
+
+def sweeper_for(cfg, launcher=None):
+    """nf_optuna as Hydra builds it, with `launcher` in place of the one Hydra's setup() would build."""
+    from hydra.utils import instantiate
+    sweeper = instantiate(cfg.hydra.sweeper, _recursive_=False,
+                          _execution_whitelist_=["neuralforge.search.sweeper.NFOptunaSweeper"])
+    sweeper.config, sweeper.launcher = cfg, launcher
+    return sweeper
+
+
+class FakeLauncher:
+    """Hydra's Launcher interface, launching no process: each job 'trains' for the seconds
+    `duration(trial)` gives, writes a complete record with the objective `value(trial)`, and
+    returns. It notes when each trial was launched and ended."""
+
+    def __init__(self, sweep_dir, duration=lambda n: 0.0, value=lambda n: 0.5):
+        self.sweep_dir, self.duration, self.value = Path(sweep_dir), duration, value
+        self.launched: dict[int, float] = {}
+        self.ended: dict[int, float] = {}
+
+    def launch(self, job_overrides, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+        (overrides,) = job_overrides
+        n = initial_job_idx
+        self.launched[n] = time.time()
+        time.sleep(self.duration(n))
+        folder = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.subdir="))
+        write_record(self.sweep_dir / folder, objective={"val_acc": self.value(n)}, test_acc=self.value(n))
+        ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+        ret.return_value = self.value(n)
+        self.ended[n] = time.time()
+        return [ret]

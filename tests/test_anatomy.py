@@ -18,26 +18,32 @@ from hydra import compose, initialize_config_dir
 from analysis import collect, report
 from analysis.__main__ import main
 from analysis.anatomy import anatomy, has_anatomy
-from conftest import CONF, write_idx
-from neuralforge import records, sweeps
-from neuralforge.record.anatomy import CONDITIONS
+from conftest import CONF, folder_of, results, run, start, wait_until, write_idx, write_record
+from neuralforge import sweeps
 from neuralforge.config import SEED_SOURCES, fingerprint, resolve
-from neuralforge.engine import Run
+from neuralforge.engine import settle
+from neuralforge.record.anatomy import CONDITIONS
 from neuralforge.record.errors import ConfigError
-
-from test_sweeps import folder_of, results, run, start, wait_until
+from neuralforge.record.files import MANIFEST, RESULTS
+from neuralforge.record.schema import Epoch, Group, Metrics, write_predictions
+from neuralforge.runfolder import member_folders
+from neuralforge.training import Training
 
 # every per-step source drawing: dropout masks and shifts
 DRAWING = ("model.dropout=0.3", "data.augment.shift=2")
 
 
-def set_up(make_cfg, tmp_path, *overrides: str) -> Run:
-    run = Run.prepare(make_cfg("n_seeds=3", *DRAWING, *overrides), tmp_path)
-    run.setup()  # the members' initial weights, split and generators, before any step
-    return run
+def set_up(make_cfg, *overrides: str) -> Training:
+    """The members' initial weights, split and generators, before any step."""
+    cfg = make_cfg("n_seeds=3", *DRAWING, *overrides)
+    return Training(cfg, *settle(cfg))
 
 
-def same_across_members(run: Run) -> dict[str, bool]:
+def folder_names(run: Training) -> list[str]:
+    return [f.name for f in member_folders(Path("group"), run.spec)]
+
+
+def same_across_members(run: Training) -> dict[str, bool]:
     """Per source, whether every member holds what member 0 holds: the generator's state, and
     what the source has already decided (weights, split) compared directly."""
     out = {s: all(torch.equal(g.get_state(), run.gens[s][0].get_state()) for g in run.gens[s]) for s in SEED_SOURCES}
@@ -51,21 +57,21 @@ def same_across_members(run: Run) -> dict[str, bool]:
 
 @pytest.mark.parametrize("source", SEED_SOURCES)
 def test_a_group_varying_one_seed_source_differs_in_that_source_only(make_cfg, tmp_path, source):
-    run = set_up(make_cfg, tmp_path, f"vary={source}")
+    run = set_up(make_cfg, f"vary={source}")
     assert [s["seeds"][source] for s in run.specs] == [0, 1, 2]
     assert all(s["seeds"][o] == 0 for s in run.specs for o in SEED_SOURCES if o != source)
     assert all(s["seed"] == 0 and s["init_perturb"] == 0 for s in run.specs)
     same = same_across_members(run)
     decided = {"init": ["weights"], "split": ["train_idx"], "order": ["first_order"]}.get(source, [])
     assert {k for k, v in same.items() if not v} == {source, *decided}
-    assert [f.name for f in run.folders] == [f"{source}=0", f"{source}=1", f"{source}=2"]
+    assert folder_names(run) == [f"{source}=0", f"{source}=1", f"{source}=2"]
 
 
 def test_vary_all_is_the_plain_seed_group_and_keeps_its_fingerprint(make_cfg, tmp_path):
-    run = set_up(make_cfg, tmp_path)  # vary=all, the default
+    run = set_up(make_cfg)  # vary=all, the default
     assert not any(same_across_members(run).values())
     assert [s["seed"] for s in run.specs] == [0, 1, 2]
-    assert [f.name for f in run.folders] == ["seed=0", "seed=1", "seed=2"]
+    assert folder_names(run) == ["seed=0", "seed=1", "seed=2"]
     spec = resolve(make_cfg(), threads=1, device="cpu")
     before = {k: v for k, v in spec.items() if k not in ("vary", "init_perturb")}  # a folder from before the keys
     assert fingerprint(before) == fingerprint(spec)
@@ -74,11 +80,11 @@ def test_vary_all_is_the_plain_seed_group_and_keeps_its_fingerprint(make_cfg, tm
 
 
 def test_perturb_members_differ_from_the_base_in_one_element_by_one_ulp(make_cfg, tmp_path):
-    run = set_up(make_cfg, tmp_path / "perturb", "vary=init_perturb", "n_seeds=4")
-    base = Run.prepare(make_cfg(*DRAWING), tmp_path / "base")  # the unperturbed run, alone
-    base.setup()
+    run = set_up(make_cfg, "vary=init_perturb", "n_seeds=4")
+    cfg = make_cfg(*DRAWING)
+    base = Training(cfg, *settle(cfg))  # the unperturbed run, alone
     assert [s["init_perturb"] for s in run.specs] == [0, 1, 2, 3]
-    assert [f.name for f in run.folders] == [f"init_perturb={k}" for k in range(4)]
+    assert folder_names(run) == [f"init_perturb={k}" for k in range(4)]
     same = same_across_members(run)
     assert all(same[s] for s in SEED_SOURCES) and same["train_idx"] and not same["weights"]
     flipped = set()
@@ -103,7 +109,15 @@ def test_bad_anatomy_keys_name_the_key(make_cfg, tmp_path):
                                (("vary=dropout", "n_seeds=2"), "vary=dropout but model.dropout=0"),
                                (("init_perturb=-1",), "init_perturb must be >= 0")]:
         with pytest.raises(ConfigError, match=message):
-            Run.prepare(make_cfg(*overrides), tmp_path)
+            settle(make_cfg(*overrides))
+
+
+def test_init_perturb_past_the_last_weight_is_refused(make_cfg):
+    cfg = make_cfg("init_perturb=99999", "n_seeds=2", "vary=init_perturb")
+    n_params = 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    with pytest.raises(ConfigError, match=f"init_perturb=99999 with n_seeds=2 reaches element 100000, but a member "
+                                          f"has {n_params} weights"):
+        Training(cfg, *settle(cfg))
 
 
 # --------------------------------------------------------------------------- analysis anatomy
@@ -153,14 +167,11 @@ def synthetic_anatomy(tmp_path):
                       "init_perturb": k if c == "perturb" else 0, "n_seeds": n,
                       "threads": 2 if c == "threads_2" else 1}
             test_acc = float((preds == labels).mean())
-            records.write_predictions(folder, preds)
-            records.write_json(folder / records.RESULTS, {
-                "schema_version": records.SCHEMA_VERSION, "status": "complete", "error": None,
-                "metrics": records.metrics([{"epoch": 1, "val_acc": test_acc, "val_loss": 0.1, "test_acc": test_acc,
-                                             "test_loss": 0.1, "train_acc": 1.0, "train_loss": 0.0}], 1, "val_acc"),
-                "seed": config["seed"], "seeds": seeds, "config": config, "fingerprint": c,
-                "overrides": [f"anatomy={c}", "+experiment=anatomy"], "group": {"size": n, "member": k},
-            })
+            write_predictions(folder, preds)
+            row = Epoch(epoch=1, train_loss=0.0, train_acc=1.0, val_loss=0.1, val_acc=test_acc, test_loss=0.1,
+                        test_acc=test_acc, lr=1e-3, seconds=1.0)
+            write_record(folder, config=config, metrics=Metrics.of([row], 1, "val_acc"), fingerprint=c,
+                         overrides=[f"anatomy={c}", "+experiment=anatomy"], group=Group(size=n, member=k, folder=""))
     return sweep, acc
 
 
@@ -209,9 +220,9 @@ def test_analysis_anatomy_recovers_the_spreads_set_by_construction(synthetic_ana
 
 def test_analysis_anatomy_of_a_folder_without_one_says_so(tmp_path, synthetic_anatomy, capsys):
     sweep, _ = synthetic_anatomy
-    for path in sweep.rglob(records.RESULTS):  # the same runs, launched without the preset
+    for path in sweep.rglob(RESULTS):  # the same runs, launched without the preset
         rec = json.loads(path.read_text())
-        rec.overrides = []
+        rec["overrides"] = []
         path.write_text(json.dumps(rec))
     assert main(["anatomy", str(sweep), "-o", str(tmp_path / "a.png")]) == 1
     assert "no anatomy runs under" in capsys.readouterr().err
@@ -247,16 +258,17 @@ def test_the_anatomy_sweeps_what_the_recipe_can_vary():
         assert cfg.hydra.sweeper.params.anatomy == ",".join(c for c in CONDITIONS if c not in left_out)
 
 
+@pytest.mark.slow
 def test_a_killed_anatomy_sweep_resumes(idx_root, tmp_path):
     # three of the conditions, two seeds each, are enough to be killed in the middle
     args = ["-m", "+experiment=anatomy", "anatomy=init,order,perturb", "n_seeds=2", "trainer.epochs=3",
             f"hydra.sweep.dir={tmp_path}"]
     proc = start(idx_root, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_until(lambda: (tmp_path / sweeps.MANIFEST).exists()
+    wait_until(lambda: (tmp_path / MANIFEST).exists()
                and (folder_of(tmp_path, "anatomy=order") / "last.pt").exists(), timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    manifest = json.loads((tmp_path / sweeps.MANIFEST).read_text())
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert sorted(manifest["left_out"]) == ["augment", "dropout"] and len(manifest["jobs"]) == 3
     assert sweeps.job_states(tmp_path)["missing"] == [folder_of(tmp_path, "anatomy=perturb")]
 
@@ -270,4 +282,4 @@ def test_a_killed_anatomy_sweep_resumes(idx_root, tmp_path):
                                "anatomy=order/order=1", "anatomy=perturb/init_perturb=0",
                                "anatomy=perturb/init_perturb=1"]
     assert all(rec.status == "complete" and rec.metrics.epochs_run == 3 for rec in members.values())
-    assert members["anatomy=perturb/init_perturb=1"]["config"]["vary"] == "init_perturb"
+    assert members["anatomy=perturb/init_perturb=1"].config["vary"] == "init_perturb"

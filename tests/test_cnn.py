@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuralforge import checkpoint, records
-from neuralforge.engine import LAST, Run, train
+from neuralforge import checkpoint
+from neuralforge.engine import settle, train
 from neuralforge.models import CNN
+from neuralforge.record.files import LAST
+from neuralforge.training import Training
 
-from test_seeds import ONE_STEP
+from conftest import ONE_STEP, record
 
 SMALL = ("model=cnn", "model.channels=[4,8]", "model.hidden=16")
 
@@ -50,8 +52,8 @@ def test_cnn_groups_match_single_runs_after_the_first_step(make_cfg, tmp_path):
     sgd = ("optimizer=sgd", "optimizer.lr=0.05")
     train(make_cfg(*SMALL, "seed=0", "n_seeds=3", *ONE_STEP, *sgd), tmp_path / "group")
     group = checkpoint.load(tmp_path / "group" / LAST)["model"]
-    start = Run.prepare(make_cfg(*SMALL, "seed=0", "n_seeds=3", *ONE_STEP, *sgd), tmp_path / "start")
-    start.setup()  # the group's weights before any step
+    cfg = make_cfg(*SMALL, "seed=0", "n_seeds=3", *ONE_STEP, *sgd)
+    start = Training(cfg, *settle(cfg))  # the group's weights before any step
     for k in range(3):
         train(make_cfg(*SMALL, f"seed={k}", *ONE_STEP, *sgd), tmp_path / f"single{k}")
         single = checkpoint.load(tmp_path / f"single{k}" / LAST)["model"]

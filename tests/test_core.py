@@ -622,3 +622,16 @@ def test_a_run_says_what_it_starts_and_ends_on_one_line_with_its_choice_accuraci
     else:
         accs = [100 * record(tmp_path / f"seed={s}").metrics.test_acc for s in range(3)]
         assert f"mean {np.mean(accs):.2f}% [min {min(accs):.2f}, max {max(accs):.2f}]" in done
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["data=cifar"], "data=cifar is not an option of data: use one of cifar10, cifar100, fashion_mnist, kmnist, "
+                     "mnist, svhn, tensors"),
+    (["-m", "seed=0,1", "model.hiden=[64]"], "model.hiden is not a key of this config: did you mean model.hidden?"),
+    (["trainer.batch_size=many"], "trainer.batch_size: Value 'many' of type 'str' could not be converted to Integer"),
+    (["seed=1"], None), (["--cfg", "job", "data=cifar"], None),  # composes; Hydra's own flags are Hydra's
+])
+def test_a_command_line_mistake_is_one_line_naming_the_key(argv, line):
+    from neuralforge.commandline import problem
+    found = problem(argv, Path(CONF))
+    assert (found is None) if line is None else (found.startswith(line) and "\n" not in found)

@@ -13,9 +13,11 @@ import torch
 from torchvision import datasets
 
 import analysis
-from neuralforge import data, records
+from neuralforge import data
 from neuralforge.engine import train
 from neuralforge.record.errors import DataError
+
+from conftest import record
 
 N_TRAIN, N_TEST = 300, 100
 

@@ -15,14 +15,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from neuralforge import checkpoint, functional, records
-from neuralforge.engine import LAST, Run, train
+from neuralforge import checkpoint, functional
+from neuralforge.checkpoint import BestState
+from neuralforge.engine import settle, train
 from neuralforge.record.errors import ConfigError
+from neuralforge.record.files import BEST, LAST, PREDICTIONS
+from neuralforge.training import Training
 
-from conftest import CONF, FAST
-from test_core import Interrupted, interrupt_after
+from conftest import CONF, FAST, ROOT, Interrupted, interrupt_after, record
 
-ROOT = Path(__file__).resolve().parents[1]
 ALLOW = "allow_targets=[nf_user_nets.*]"
 
 USER_MODULE = '''
@@ -105,7 +106,7 @@ def test_a_user_module_from_its_own_config_folder_trains_resumes_bit_exactly_and
             "scheduler=cosine")
     train(user_cfg(*args), tmp_path / "straight")
     with pytest.raises(Interrupted):
-        train(user_cfg(*args), tmp_path / "killed", on_epoch_end=interrupt_after(1))
+        train(user_cfg(*args), tmp_path / "killed", listeners=interrupt_after(1))
     with caplog.at_level("INFO"):
         train(user_cfg(*args), tmp_path / "killed")
     assert "Resuming from epoch 2" in caplog.text
@@ -121,22 +122,39 @@ def test_a_user_module_from_its_own_config_folder_trains_resumes_bit_exactly_and
                               np.load(tmp_path / f"killed/seed={s}/predictions.npy"))
         # the records of a built-in model's group, field for field, and the files beside them
         builtin = record(tmp_path / f"builtin/seed={s}")
-        assert set(a) == set(builtin) and set(a.metrics) == set(builtin.metrics)
+        assert a.to_json().keys() == builtin.to_json().keys()
         assert {p.name for p in (tmp_path / f"straight/seed={s}").iterdir()} == \
             {p.name for p in (tmp_path / f"builtin/seed={s}").iterdir()}
         assert a.config["model"]["_target_"] == "nf_user_nets.SmallNet" and a.seed == s
         assert a.dropout_masks.startswith("shared") and builtin.dropout_masks.startswith("own")
-        best = checkpoint.load(tmp_path / f"straight/seed={s}/best.pt")["model"]
-        assert best["net.net.1.weight"].shape == (1, 32, 784)  # the module's own names, one member
+
+
+
+def test_an_own_models_best_pt_loads_into_a_fresh_module_and_predicts_what_the_run_recorded(user_cfg, user_dir,
+                                                                                              idx_root, tmp_path):
+    train(user_cfg("model=smallnet", "n_seeds=2", "trainer.epochs=2"), tmp_path)
+    import nf_user_nets  # the user's own module, on the path user_cfg put it on
+    from neuralforge import data
+    for s in range(2):
+        rec = record(tmp_path / f"seed={s}")
+        net = nf_user_nets.SmallNet(hidden=32, input_shape=[1, 28, 28], num_classes=10, dropout=0.2)
+        net.load_state_dict(BestState.load(tmp_path / f"seed={s}" / BEST).model)  # the documented one line
+        net.eval()
+        d = data.load(rec.config["data"], torch.device("cpu"))
+        with torch.no_grad():
+            pred = net(d.test_x).argmax(1).numpy()
+        assert np.array_equal(pred, np.load(tmp_path / f"seed={s}" / PREDICTIONS))
 
 
 def test_member_k_of_a_group_starts_with_the_weights_of_the_single_run_seed_s_plus_k(user_cfg, tmp_path):
-    group = Run.prepare(user_cfg("model=smallnet", "seed=5", "n_seeds=3"), tmp_path / "group")
-    group.setup()
+    def training(*overrides):
+        cfg = user_cfg(*overrides)
+        return Training(cfg, *settle(cfg))
+
+    group = training("model=smallnet", "seed=5", "n_seeds=3")
     weights = group.model.state_dict()
     for k in range(3):
-        single = Run.prepare(user_cfg("model=smallnet", f"seed={5 + k}"), tmp_path / f"single{k}")
-        single.setup()
+        single = training("model=smallnet", f"seed={5 + k}")
         for name, tensor in single.model.state_dict().items():
             assert torch.equal(weights[name][k], tensor[0]), name
         # and the single run's weights are nn.Linear's own default init under torch.manual_seed(5 + k)
@@ -145,10 +163,8 @@ def test_member_k_of_a_group_starts_with_the_weights_of_the_single_run_seed_s_pl
         assert torch.equal(single.model.state_dict()["net.net.1.weight"][0], alone.weight)
     assert not torch.equal(weights["net.net.1.weight"][0], weights["net.net.1.weight"][1])
     # one member's weights, as best.pt holds them, start a new group through trainer.init_from
-    checkpoint.save({"model": checkpoint.member_state(group.model, 1)}, tmp_path / "best.pt")
-    again = Run.prepare(user_cfg("model=smallnet", "n_seeds=2", f"trainer.init_from={tmp_path / 'best.pt'}"),
-                        tmp_path / "again")
-    again.setup()
+    checkpoint.save({"model": group.model.member_state(1)}, tmp_path / "best.pt")
+    again = training("model=smallnet", "n_seeds=2", f"trainer.init_from={tmp_path / 'best.pt'}")
     for name, tensor in again.model.state_dict().items():
         assert torch.equal(tensor[0], weights[name][1]) and torch.equal(tensor[1], weights[name][1])
 
@@ -190,6 +206,7 @@ def test_torch_nn_layers_composed_in_yaml_train_as_a_group(user_cfg, tmp_path):
     assert all(record(tmp_path / f"seed={s}").metrics.test_acc > 0.5 for s in range(2))
 
 
+@pytest.mark.slow
 def test_the_command_line_takes_a_config_dir_and_searches_a_user_module_with_seeds_per_trial(
         idx_root, user_dir, tmp_path):
     fast = [o for o in FAST if not o.startswith("model.")]

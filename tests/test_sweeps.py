@@ -1,4 +1,5 @@
-"""Sweeps through real `python run.py -m` processes: Hydra's folders, launchers, exit codes, kills."""
+"""Grid sweeps: the manifest and the sweep summary in this process, and, in the slow tier, real
+`python run.py -m` processes: Hydra's folders, launchers, exit codes, kills."""
 
 from __future__ import annotations
 
@@ -7,54 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from hydra_plugins.neuralforge_optuna.sweeper import NFOptunaSweeper
-from omegaconf import OmegaConf
-from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from neuralforge import hardware, records, sweeps
-
-from conftest import CONF, FAST
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _command(idx_root, args, fast=FAST) -> dict:
-    # the fixture's data, also where CI points NEURALFORGE_DATA at the real MNIST
-    return {"args": [sys.executable, "run.py", f"data.root={idx_root}", *fast, *args], "cwd": ROOT, "text": True,
-            "env": {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}}
-
-
-def run(idx_root, *args, check=True, timeout=240, fast=FAST):
-    out = subprocess.run(**_command(idx_root, args, fast), capture_output=True, timeout=timeout)
-    if check and out.returncode != 0:
-        raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr}")
-    return out
-
-
-def start(idx_root, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen) -> subprocess.Popen:
-    """run.py in the background, to be interrupted or raced."""
-    return subprocess.Popen(**_command(idx_root, args), stdout=stdout, stderr=stderr, **popen)
-
-
-def wait_until(ready, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while not ready() and time.time() < deadline:
-        time.sleep(0.02)
-
-
-def results(sweep_dir):
-    return {p.parent: json.loads(p.read_text()) for p in sorted(Path(sweep_dir).rglob(records.RESULTS))}
-
-
-def folder_of(sweep_dir, override):
-    """The job folder the manifest names for the job with this override."""
-    jobs = json.loads((Path(sweep_dir) / sweeps.MANIFEST).read_text())["jobs"]
-    return Path(sweep_dir) / next(j["folder"] for j in jobs if override in j["overrides"])
+from conftest import CONF, FAST, ROOT, dead_pid, folder_of, record, results, run, start, wait_until
+from neuralforge import hardware, sweeps
+from neuralforge.record.files import MANIFEST, RESULTS
 
 
 def test_cli_bad_input_is_one_line_and_non_zero(idx_root, tmp_path):
@@ -73,6 +34,7 @@ def test_seed_sweep_gives_one_complete_record_per_seed(idx_root, tmp_path):
     assert f"Next: python -m analysis summary {tmp_path}" in out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
     out = run(idx_root, "-m", "optimizer=sgd", "optimizer.lr=0.05,1e12", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
               check=False)
@@ -82,6 +44,7 @@ def test_a_failing_job_does_not_stop_the_others(idx_root, tmp_path):
     assert "2 complete, 2 failed" in out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_joblib_sweep_names_the_sweep_folder(idx_root, tmp_path):
     # a terminal's Ctrl-C reaches the whole process group: the parent and joblib's workers
     proc = start(idx_root, "trainer.epochs=500", "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -95,6 +58,7 @@ def test_ctrl_c_on_a_joblib_sweep_names_the_sweep_folder(idx_root, tmp_path):
                      f"finished epoch"], err
 
 
+@pytest.mark.slow
 def test_a_search_config_run_without_multirun_says_so(idx_root, tmp_path):
     out = run(idx_root, "hparams_search=mlp_optuna", "trainer.epochs=1", f"hydra.run.dir={tmp_path}")
     assert "defines a sweep (hydra.sweeper.params) but runs without -m" in out.stdout + out.stderr
@@ -102,9 +66,10 @@ def test_a_search_config_run_without_multirun_says_so(idx_root, tmp_path):
     assert "without -m" not in out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
     proc = start(idx_root, "trainer.epochs=500", f"hydra.run.dir={tmp_path}")
-    wait_until((tmp_path / records.RESULTS).exists, timeout=60)  # written after last.pt, each epoch
+    wait_until((tmp_path / RESULTS).exists, timeout=60)  # written after last.pt, each epoch
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -114,6 +79,7 @@ def test_ctrl_c_is_one_line_and_leaves_a_resumable_run(idx_root, tmp_path):
     assert sweeps.job_states(tmp_path)["stale"] == [tmp_path]  # its process is gone
 
 
+@pytest.mark.slow
 def test_a_relaunch_without_an_earlier_mistake_succeeds_and_still_lists_it(idx_root, tmp_path):
     out = run(idx_root, "-m", "optimizer.lr=0.001,-1", f"hydra.sweep.dir={tmp_path}", check=False)
     assert out.returncode != 0 and "optimizer.lr must be positive" in out.stderr
@@ -122,6 +88,7 @@ def test_a_relaunch_without_an_earlier_mistake_succeeds_and_still_lists_it(idx_r
     assert sweeps.job_states(tmp_path)["failed"] == [folder_of(tmp_path, "optimizer.lr=-1")]
 
 
+@pytest.mark.slow
 def test_a_job_refused_before_its_first_record_counts_as_failed_not_missing(idx_root, tmp_path):
     out = run(idx_root, "-m", "trainer.batch_size=0,64", f"hydra.sweep.dir={tmp_path}", check=False)
     assert out.returncode != 0
@@ -129,6 +96,7 @@ def test_a_job_refused_before_its_first_record_counts_as_failed_not_missing(idx_
     assert sweeps.job_states(tmp_path)["failed"] == [folder_of(tmp_path, "trainer.batch_size=0")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_and_cluster_launchers_run_a_sweep(idx_root, tmp_path, launcher):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
@@ -151,6 +119,7 @@ def test_jobs_that_share_the_cores_are_those_running_at_once(monkeypatch):
     assert hardware.jobs_at_once(-1, 4) == 4 and hardware.default_threads(4) == 2
 
 
+@pytest.mark.slow
 def test_a_search_on_joblib_asking_one_trial_at_a_time_gives_it_every_core(idx_root, tmp_path):
     default_threads = [o for o in FAST if not o.startswith("threads=")]
     run(idx_root, "-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", "hydra/launcher=joblib",
@@ -158,6 +127,7 @@ def test_a_search_on_joblib_asking_one_trial_at_a_time_gives_it_every_core(idx_r
     assert [r.config["threads"] for r in results(tmp_path).values()] == [hardware.default_threads(1)]
 
 
+@pytest.mark.slow
 def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_path):
     default_threads = [o for o in FAST if not o.startswith("threads=")]
     run(idx_root, "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}",
@@ -172,6 +142,7 @@ def test_sweep_relaunched_on_another_launcher_finds_its_folders(idx_root, tmp_pa
     assert results(tmp_path) == first  # the same folders, nothing retrained beside them
 
 
+@pytest.mark.slow
 def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
     args = ["-m", "seed=0,1,2", "trainer.epochs=4"]
     run(idx_root, *args, f"hydra.sweep.dir={tmp_path / 'clean'}")
@@ -179,7 +150,7 @@ def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
     killed = tmp_path / "killed"
     proc = start(idx_root, *args, f"hydra.sweep.dir={killed}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                  start_new_session=True)
-    wait_until(lambda: (killed / sweeps.MANIFEST).exists() and (folder_of(killed, "seed=1") / "last.pt").exists(),
+    wait_until(lambda: (killed / MANIFEST).exists() and (folder_of(killed, "seed=1") / "last.pt").exists(),
                timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -199,6 +170,7 @@ def test_killed_sweep_relaunched_equals_a_clean_sweep(idx_root, tmp_path):
         assert again[name].metrics == clean[name].metrics
 
 
+@pytest.mark.slow
 def test_optuna_search_resumes_its_study(idx_root, tmp_path):
     args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=2", "trainer.epochs=1",
             "model.hidden=[32,16]",  # fixed on the command line: taken out of the search space
@@ -224,26 +196,7 @@ def test_optuna_search_resumes_its_study(idx_root, tmp_path):
     assert rec.config["trial"] == 5 and rec.config["n_seeds"] == 2
 
 
-def test_searches_asking_at_once_draw_different_points_and_a_seed_replays_them(tmp_path):
-    conf = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 0})
-    space = {"optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True),
-             "trainer.batch_size": CategoricalDistribution([32, 64, 128, 256])}
-
-    def sweeper(storage):
-        return NFOptunaSweeper(conf, None, "maximize", storage, "study", 6, 1, 1.0, None, None, stale_after_s=1800.0)
-
-    # two searches started together: both open the study, seeing the same trials, before either asks
-    a, b = sweeper(f"sqlite:///{tmp_path}/shared.db"), sweeper(f"sqlite:///{tmp_path}/shared.db")
-    study_a, study_b = a.open_study(), b.open_study()
-    drawn = []
-    for _ in range(3):
-        drawn += [tuple(a.ask(study_a, space, [])[1][:2]), tuple(b.ask(study_b, space, [])[1][:2])]
-    assert len(set(drawn)) == 6
-    alone = sweeper(f"sqlite:///{tmp_path}/alone.db")
-    study = alone.open_study()
-    assert [tuple(alone.ask(study, space, [])[1][:2]) for _ in range(6)] == drawn  # trial k draws with seed + k
-
-
+@pytest.mark.slow
 def test_a_search_stops_once_more_trials_failed_than_max_failure_rate(idx_root, tmp_path):
     diverging = ("optimizer=sgd", "optimizer.lr=1e12")  # fixed: every trial's loss turns NaN
     args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", *diverging,
@@ -254,19 +207,19 @@ def test_a_search_stops_once_more_trials_failed_than_max_failure_rate(idx_root, 
     assert "Traceback" not in out.stderr
     study = optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert [t.state.name for t in study.trials] == ["FAIL"]  # stopped after the first, not after four
-    assert len(json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]) == 1
+    assert len(json.loads((tmp_path / MANIFEST).read_text())["jobs"]) == 1
     out = run(idx_root, *args, "hydra.sweeper.max_failure_rate=2", check=False)
     assert out.returncode != 0 and "max_failure_rate=2.0: give a fraction in [0, 1]" in out.stderr
 
 
+@pytest.mark.slow
 def test_optuna_marks_a_killed_trial_failed_and_replaces_it(idx_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     (tmp_path).mkdir(exist_ok=True)
     study = optuna.create_study(study_name="mlp_optuna", storage=storage, direction="maximize")
     ghost = study.ask()  # a trial whose sweeper process is gone
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     ghost.set_user_attr("nf_host", os.uname().nodename)
-    ghost.set_user_attr("nf_pid", int(dead.stdout))
+    ghost.set_user_attr("nf_pid", dead_pid())
     run(idx_root, "-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1",
         "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}")
     study = optuna.load_study(study_name="mlp_optuna", storage=storage)
@@ -274,6 +227,7 @@ def test_optuna_marks_a_killed_trial_failed_and_replaces_it(idx_root, tmp_path):
     assert states == ["FAIL", "COMPLETE", "COMPLETE"] and study.trials[0].user_attrs["nf_stale"]
 
 
+@pytest.mark.slow
 def test_two_searches_share_one_study(idx_root, tmp_path):
     args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "trainer.epochs=1", "model.hidden=[16]",
             "hydra.sweeper.n_trials=8", f"hydra.sweep.dir={tmp_path}"]
@@ -291,60 +245,12 @@ def test_two_searches_share_one_study(idx_root, tmp_path):
         assert rec.metrics.val_acc == t.value
 
 
-def _sweeper(storage, stale_after_s=1800.0, sweep_dir=None):
-    conf = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 0})
-    sweeper = NFOptunaSweeper(conf, None, "maximize", storage, "study", 4, 1, 1.0, None, None,
-                              stale_after_s=stale_after_s)
-    sweeper.sweep_dir = sweep_dir
-    return sweeper
-
-
-def test_a_trial_of_another_host_is_failed_only_once_its_heartbeat_stops(tmp_path, monkeypatch):
-    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
-    study = sweeper.open_study()
-    queued, gone, orphan = study.ask(), study.ask(), study.ask()
-    for trial, beat in ((queued, time.time()), (gone, time.time() - 3600)):
-        trial.set_user_attr("nf_host", "node-a")  # a SLURM job: queued for long, or its search died
-        trial.set_user_attr("nf_heartbeat", beat)
-    sweeper.take_stale(study)
-    assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "RUNNING"]
-    # no owner at all: the search died between asking and claiming it; after a grace period
-    monkeypatch.setattr("hydra_plugins.neuralforge_optuna.sweeper.ORPHAN_AFTER_S", 0.0)
-    sweeper.take_stale(study)
-    assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "FAIL"]
-    queued.set_user_attr("nf_heartbeat", 0.0)
-    before = time.time()
-    sweeper.in_flight = {queued.number: queued}
-    with sweeper.heartbeat():
-        pass
-    assert study.trials[0].user_attrs["nf_heartbeat"] >= before  # refreshed at once, not only later
-
-
-def test_a_trial_failed_by_another_search_is_not_told_twice_nor_expected(tmp_path):
-    from hydra.core.utils import JobReturn, JobStatus
-    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db", sweep_dir=tmp_path)
-    study = sweeper.open_study()
-    trial = study.ask()
-    for key, value in {"folder": "trial_0000", "overrides": ["trial=0"]}.items():
-        trial.set_user_attr(f"nf_{key}", value)
-    sweeper.write_manifest(study)  # the launch lists it
-    assert len(json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]) == 1
-    trial.set_user_attr("nf_stale", True)  # what another host's take_stale did
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    sweeper.tell(study, trial, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9), tmp_path / "trial_0000")
-    assert study.trials[0].state.name == "FAIL"
-    sweeper.write_manifest(study)  # a replaced trial is no job the sweep still expects
-    assert json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"] == []
-    with pytest.raises(Exception, match="no trial of study study completed"):
-        sweeper.report(study)
-
-
 def test_a_relaunch_adds_to_the_manifest_and_forgets_only_what_it_drops(tmp_path):
     def job(seed):
         return {"overrides": [f"seed={seed}"], "folder": f"seed={seed}"}
 
     def folders():
-        return [j["folder"] for j in json.loads((tmp_path / sweeps.MANIFEST).read_text())["jobs"]]
+        return [j["folder"] for j in json.loads((tmp_path / MANIFEST).read_text())["jobs"]]
 
     sweeps.write_manifest(tmp_path, [job(0), job(1)], kind="grid")
     sweeps.write_manifest(tmp_path, [job(1)])  # a subset rerun
@@ -353,56 +259,10 @@ def test_a_relaunch_adds_to_the_manifest_and_forgets_only_what_it_drops(tmp_path
     assert folders() == ["seed=0", "seed=1", "seed=2"]
     sweeps.write_manifest(tmp_path, [], drop={"seed=0"})  # a replaced trial
     assert folders() == ["seed=1", "seed=2"]
-    assert json.loads((tmp_path / sweeps.MANIFEST).read_text())["kind"] == "grid"
+    assert json.loads((tmp_path / MANIFEST).read_text())["kind"] == "grid"
 
 
-def test_a_job_killed_in_its_first_epoch_is_stale_not_running(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / "seed=0" / ".hydra").mkdir(parents=True)
-    (tmp_path / "seed=0" / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
-    sweeps.write_manifest(tmp_path, [{"overrides": ["seed=0"], "folder": "seed=0"}], kind="grid")
-    assert sweeps.job_states(tmp_path)["stale"] == [tmp_path / "seed=0"]
-
-
-def test_a_search_compares_resolved_settings(tmp_path):
-    from hydra import compose, initialize_config_dir
-    from conftest import CONF
-    from neuralforge import config  # noqa: F401  (registers the schemas the configs extend)
-    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db")
-    study = sweeper.open_study()
-    with initialize_config_dir(config_dir=CONF):
-        for overrides in (["seed=0"], ["seed=0", "seeds.init=0", "threads=1"]):  # ${seed} spelt out: the same
-            sweeper.config = compose("config", overrides=["hparams_search=mlp_optuna", *overrides],
-                                     return_hydra_config=True)
-            sweeper.check_same_search(study, {"optimizer.lr": None})
-        sweeper.config = compose("config", overrides=["hparams_search=mlp_optuna", "seeds.init=1"],
-                                 return_hydra_config=True)
-        with pytest.raises(Exception, match="seeds.init: 0 there, 1 here"):
-            sweeper.check_same_search(study, {"optimizer.lr": None})
-
-
-def test_a_search_relaunched_with_other_fixed_settings_is_refused(idx_root, tmp_path):
-    args = ["-m", "hparams_search=mlp_optuna", "seeds_per_trial=1", "model.hidden=[16]", f"hydra.sweep.dir={tmp_path}"]
-    run(idx_root, *args, "trainer.epochs=1", "hydra.sweeper.n_trials=1")
-    out = run(idx_root, *args, "trainer.epochs=3", "hydra.sweeper.n_trials=2", check=False)
-    assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert "searches another config (trainer.epochs: 1 there, 3 here)" in out.stderr
-    study = optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{tmp_path}/optuna.db")
-    assert len(study.trials) == 1
-
-
-@pytest.mark.parametrize("override, message", [
-    ("data.val_size=0", "a search needs a validation set"),
-    ("hydra.sweeper.storage=optuna.db", "cannot be opened"),  # a path, not a URL
-    ("n_seeds=3", "seeds_per_trial=2 but n_seeds=3"),  # before any trial: no study holds it to the mistake
-    ("optimizer.lr=-1", "optimizer.lr must be positive"),
-])
-def test_a_search_refuses_bad_input_in_one_line(idx_root, tmp_path, override, message):
-    out = run(idx_root, "-m", "hparams_search=mlp_optuna", override, f"hydra.sweep.dir={tmp_path}", check=False)
-    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
-    assert not list(tmp_path.glob("trial_*"))  # refused before any trial was launched
-
-
+@pytest.mark.slow
 def test_a_run_refused_before_training_leaves_no_folder_but_a_folder_with_runs_stays(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
     refused = [sys.executable, str(ROOT / "run.py"), f"data.root={tmp_path / 'none'}", "data.download=false"]
@@ -416,11 +276,3 @@ def test_a_run_refused_before_training_leaves_no_folder_but_a_folder_with_runs_s
     assert out.returncode == 1 and (kept / "notes.txt").exists()
 
 
-def test_the_search_plugin_uses_no_private_name_of_hydra_or_optuna():
-    import re
-    source = (ROOT / "hydra_plugins/neuralforge_optuna/sweeper.py").read_text()
-    job_side = "".join((ROOT / f"neuralforge/{name}.py").read_text() for name in ("search", "pruners", "sweeps"))
-    for text in (source, job_side):
-        # a private module (`hydra._internal`, `hydra_optuna_sweeper._impl`) or attribute
-        # (`trial._trial_id`); Hydra's config keys (`_target_`, `_partial_`) end in an underscore
-        assert not re.findall(r"(?:import|from)\s+(?!__future__)[\w.]*\b_\w+|\._[a-z]\w*[a-z0-9]\b", text)

@@ -62,7 +62,11 @@ def write_json(path: Path, obj: dict[str, Any]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, blob: bytes) -> None:
+    atomic_write(path, lambda f: f.write(blob))
 
 
 def _finite(obj: Any) -> Any:

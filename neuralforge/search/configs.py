@@ -1,6 +1,7 @@
 """The configs of `hydra/sweeper=nf_optuna` and its pruners (`hydra/sweeper/pruner=<name>`),
-registered in Hydra's ConfigStore by the plugin (hydra_plugins/neuralforge_optuna). Each
-pruner's keys and defaults are read from the pruner's own signature, never restated."""
+registered in Hydra's ConfigStore as this module is first imported (by the plugin,
+hydra_plugins/neuralforge_optuna). Each pruner's keys and defaults are read from the pruner's
+own signature, never restated."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import optuna
+# hydra-optuna-sweeper's public config module: registers the sampler configs (hydra/sweeper/sampler=tpe, ...)
+import hydra_plugins.hydra_optuna_sweeper.config  # noqa: F401
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from neuralforge.record.liveness import STALE_AFTER_S
@@ -55,3 +59,9 @@ class NFOptunaSweeperConf:
     params: dict[str, str] | None = None
     custom_search_space: str | None = None  # a function (cfg, optuna.trial.Trial) that suggests more
     stale_after_s: float = STALE_AFTER_S
+
+
+_store = ConfigStore.instance()
+_store.store(group="hydra/sweeper", name="nf_optuna", node=NFOptunaSweeperConf, provider="neuralforge")
+for _name, _node in PRUNERS.items():
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="neuralforge")

@@ -60,6 +60,7 @@ from neuralforge.record.files import OPTIMIZATION_RESULTS, RESULTS
 from neuralforge.record.keys import NOT_SEARCHABLE, RELAUNCH_MAY_CHANGE
 from neuralforge.record.liveness import gone
 from neuralforge.record.schema import COMPLETE, FAILED, PRUNED, read_results
+from neuralforge.search import configs  # noqa: F401  (registers nf_optuna and its pruners)
 from neuralforge.search.space import compatible, grid_of, search_space, suggest
 from neuralforge.record.study import Attr, StudyAttr
 from neuralforge.search.trial import SAMPLER_WHITELIST, build_pruner, open_storage, trial_id
@@ -341,6 +342,8 @@ class Search:
             started = t.datetime_start.timestamp() if t.datetime_start else now
             if host is None:  # asked by a search killed before it could say whose the trial is
                 stale = now - started > ORPHAN_AFTER_S
+            elif (host, pid) == (self.me[Attr.HOST], self.me[Attr.PID]):
+                stale = True  # this process's pid, from a search before this one: in this process, or one that had it
             else:  # its sweeper refreshes the heartbeat while the trial's job runs or waits in a queue
                 silent_for = now - t.user_attrs.get(Attr.HEARTBEAT, started)
                 stale = gone(host, pid, silent_for, self.sweeper.stale_after_s, here=self.me[Attr.HOST])
@@ -387,6 +390,10 @@ class Search:
 
     def tell(self, trial: optuna.trial.Trial, ret: Any, folder: Path) -> TrialState:
         """Tell the study the trial's result; the state it was told."""
+        if self.storage.get_trial(trial_id(self.study, self.storage, trial.number)).state.is_finished():
+            log.warning("Trial %d was marked failed by another search while it ran; the study does not count "
+                        "it (its runs stay in %s) and a new trial replaces it", trial.number, folder)
+            return TrialState.COMPLETE  # its job did not fail
         try:
             return self.tell_result(trial, ret, folder)
         except optuna.exceptions.UpdateFinishedTrialError:
