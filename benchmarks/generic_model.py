@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from neuralforge import records
-from neuralforge.engine import Run
+from neuralforge.engine import Listener, train
+from neuralforge.record.schema import read_results
+from neuralforge.runfolder import member_folders
 from notebook import configure, data_root, harness_config, machine
 
 K = 32
@@ -46,18 +47,20 @@ _args_:
 def train_group(root: str, conf: Path, folder: Path, *overrides: str) -> tuple[list[float], list[float], int]:
     """Train one run folder; return the seconds of each training epoch, each member's test
     accuracy, and the threads it ran on."""
-    run = Run.prepare(harness_config(root, f"hydra.searchpath=[file://{conf}]", *overrides), folder)
-    seconds, epoch = [], run.train_epoch
+    cfg = harness_config(root, f"hydra.searchpath=[file://{conf}]", *overrides)
+    seconds: list[float] = []
+    threads: list[int] = []
 
-    def timed():
-        tick = time.perf_counter()
-        out = epoch()
-        seconds.append(time.perf_counter() - tick)
-        return out
+    class Timed(Listener):  # the loop's own epochs, timed without the evaluation after each
+        def epoch_done(self, training, outcome) -> bool:
+            seconds.append(outcome.seconds)
+            threads[:] = [training.spec["threads"]]
+            self.spec = training.spec
+            return False
 
-    run.train_epoch = timed  # the loop's own epochs, timed without the evaluation after each
-    run.go()
-    return seconds, [records.read_results(f)["metrics"]["test_acc"] for f in run.folders], run.spec["threads"]
+    timed = Timed()
+    train(cfg, folder, listeners=[timed])
+    return seconds, [read_results(f).metrics.test_acc for f in member_folders(folder, timed.spec)], threads[0]
 
 
 def per_epoch(seconds: list[float]) -> float:

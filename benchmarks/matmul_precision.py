@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from neuralforge.engine import Run
+from neuralforge.engine import settle
+from neuralforge.training import Training
 from notebook import configure, data_root, harness_config, machine
 
 PRECISIONS = ("highest", "medium")
@@ -48,9 +49,8 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for p in PRECISIONS:
-            runs[p] = Run.prepare(harness_config(data_root(), f"n_seeds={args.k}", f"matmul_precision={p}"),
-                                  Path(tmp) / p)  # prepare sets the precision; each epoch sets it again
-            runs[p].setup()
+            cfg = harness_config(data_root(), f"n_seeds={args.k}", f"matmul_precision={p}")
+            runs[p] = Training(cfg, *settle(cfg))  # settle sets the precision; each epoch sets it again
         seconds = {p: [] for p in PRECISIONS}
         for i in range(args.epochs):
             for p in PRECISIONS if i % 2 == 0 else PRECISIONS[::-1]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -59,12 +58,11 @@ def harness_config(root: str, *overrides: str):
 def harness_run(root: str, *overrides: str):
     """The harness's run of the composed config, set up (data on the device, model built) in
     a scratch folder, nothing trained yet."""
-    from neuralforge.engine import Run
+    from neuralforge.engine import settle
+    from neuralforge.training import Training
 
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run.prepare(harness_config(root, *overrides), tmp)
-        run.setup()
-        yield run
+    cfg = harness_config(root, *overrides)
+    yield Training(cfg, *settle(cfg))
 
 
 def harness_epoch(root: str, *overrides: str, epochs: int = 1) -> list[float]:

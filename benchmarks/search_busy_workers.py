@@ -29,7 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from neuralforge import hardware, records  # noqa: E402
+from neuralforge import hardware  # noqa: E402
+from neuralforge.record.files import RESULTS  # noqa: E402
+from neuralforge.record.schema import read_results  # noqa: E402
 
 SWEEPERS = {
     "stock": ["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
@@ -51,14 +53,14 @@ def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dic
     wall = time.time() - tick
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(sweeper)} failed:\n{out.stderr[-3000:]}")
-    members = [records.read_results(p.parent) for p in sweep_dir.rglob(records.RESULTS)]
+    members = [read_results(p.parent) for p in sweep_dir.rglob(RESULTS)]
     # a trial's members train together in one job: its busy time counts once
-    runs = list({r["group"]["folder"]: r for r in members}.values())
-    start = min(r["timing"]["started"] for r in runs)
-    end = max(r["timing"]["heartbeat"] for r in runs)
-    spans = sorted((r["timing"]["started"], r["timing"]["heartbeat"]) for r in runs)
+    runs = list({r.group.folder: r for r in members}.values())
+    start = min(r.timing.started for r in runs)
+    end = max(r.timing.heartbeat for r in runs)
+    spans = sorted((r.timing.started, r.timing.heartbeat) for r in runs)
     busy = sum(e - s for s, e in spans)
-    return {"trials": len(runs), "epochs": sum(r["metrics"]["epochs_run"] for r in runs),
+    return {"trials": len(runs), "epochs": sum(r.metrics.epochs_run for r in runs),
             "busy": busy / (2 * (end - start)), "span": end - start, "wall": wall,
             "idle": idle_parts(spans, 2 * (end - start) - busy)}
 

@@ -46,9 +46,12 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hydra_plugins.neuralforge_optuna.sweeper import PRUNERS  # noqa: E402
-from neuralforge import hardware, records  # noqa: E402
-from neuralforge.search import PER_SEED_BY_EPOCH, build_pruner  # noqa: E402
+from neuralforge import hardware  # noqa: E402
+from neuralforge.record.atomic import write_json  # noqa: E402
+from neuralforge.record.files import RESULTS  # noqa: E402
+from neuralforge.record.study import Attr  # noqa: E402
+from neuralforge.search.configs import PRUNERS  # noqa: E402
+from neuralforge.search.trial import build_pruner  # noqa: E402
 
 ROW = "benchmark.json"
 STUDY = "mlp_recipe"
@@ -80,13 +83,13 @@ def search(sweep_dir: Path, spec: str, args: argparse.Namespace) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"search with pruner {spec} failed:\n{out.stderr[-3000:]}")
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{sweep_dir}/optuna.db")
-    member_epochs = sum(json.loads(p.read_text())["metrics"]["epochs_run"] for p in sweep_dir.rglob(records.RESULTS))
+    member_epochs = sum(json.loads(p.read_text())["metrics"]["epochs_run"] for p in sweep_dir.rglob(RESULTS))
     states = [t.state.name for t in study.trials]
     row = {"pruner": spec, "member_epochs": member_epochs, "best": study.best_value,
            "best_trial": study.best_trial.number, "best_params": study.best_trial.params,
            "pruned": states.count("PRUNED"), "complete": states.count("COMPLETE"), "wall": wall,
            "command": " ".join(command[1:])}
-    records.write_json(sweep_dir / ROW, row)
+    write_json(sweep_dir / ROW, row)
     return {**row, "reused": False}
 
 
@@ -102,9 +105,9 @@ def replay(unpruned: optuna.Study, spec: str, args: argparse.Namespace) -> dict:
     spent, best, pruned = 0, None, 0
     for t in sorted(unpruned.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number):
         trial, steps = study.ask(), sorted(t.intermediate_values)
-        per_seed = t.user_attrs.get(PER_SEED_BY_EPOCH, {})
+        per_seed = t.user_attrs.get(Attr.PER_SEED_BY_EPOCH, {})
         for step in steps:
-            trial.set_user_attr(PER_SEED_BY_EPOCH, {k: v for k, v in per_seed.items() if int(k) <= step})
+            trial.set_user_attr(Attr.PER_SEED_BY_EPOCH, {k: v for k, v in per_seed.items() if int(k) <= step})
             trial.report(t.intermediate_values[step], step)
             if step < steps[-1] and trial.should_prune():  # the job never asks after its last epoch
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)

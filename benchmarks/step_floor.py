@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from neuralforge.engine import gather
+from neuralforge.training import gather
 from notebook import configure, data_root, harness_epoch, harness_run, machine
 
 BARE = "model.hidden=[1,1]"

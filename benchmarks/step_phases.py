@@ -1,4 +1,4 @@
-"""Where a training step's time goes: the phases of `Run.train_epoch`'s loop, timed with a clock
+"""Where a training step's time goes: the phases of `Training.train_epoch`'s loop, timed with a clock
 around each (CPU work is synchronous, so no profiler and none of its distortion is needed).
 
     NEURALFORGE_DATA=$PWD/../shared/data python benchmarks/step_phases.py [K ...]
@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from neuralforge.engine import gather, member_loss
+from neuralforge.training import gather, member_loss
 from notebook import configure, data_root, harness_run, machine
 
 PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")

@@ -44,8 +44,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for name, module in ((args.rev, engine_at(args.rev, tmp)), ("working tree", engine)):
-            runs[name] = module.Run.prepare(cfg, Path(tmp) / name.replace(" ", "_"))
-            runs[name].setup()
+            runs[name] = module.Training(cfg, *module.settle(cfg))
         seconds = {name: [] for name in runs}
         for i in range(args.epochs):
             for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
