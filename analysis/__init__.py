@@ -12,5 +12,19 @@ from analysis.report import report
 from analysis.tables import churn_matrices, compare, expected_max, noise_floor, optimism, stability, summarize
 from analysis.variance import variance
 
-__all__ = ["collect", "complete", "problems", "summarize", "compare", "variance", "stability", "noise_floor",
-           "expected_max", "optimism", "churn_matrices", "report", "AnalysisError", "NoCompleteRuns"]
+__all__ = [
+           "AnalysisError",
+           "NoCompleteRuns",
+           "churn_matrices",
+           "collect",
+           "compare",
+           "complete",
+           "expected_max",
+           "noise_floor",
+           "optimism",
+           "problems",
+           "report",
+           "stability",
+           "summarize",
+           "variance",
+]

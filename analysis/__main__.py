@@ -14,18 +14,26 @@ import matplotlib
 
 matplotlib.use("Agg")  # the report's Optuna figures go through pyplot; no display is needed
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from analysis import glossary, plots, tables  # noqa: E402
-from analysis.anatomy import anatomy  # noqa: E402
-from analysis.collect import (MANIFEST, REPEAT, RESULTS, collect, complete, describe_problems,  # noqa: E402
-                              from_modified_tree, problems)
-from analysis.errors import AnalysisError  # noqa: E402
-from analysis.markdown import markdown  # noqa: E402
-from analysis.report import NOTES, report  # noqa: E402
-from analysis.variance import variance  # noqa: E402
-from neuralforge.record.atomic import atomic_write  # noqa: E402
-from neuralforge.record.schema import COMPLETE  # noqa: E402
+from analysis import glossary, plots, tables
+from analysis.anatomy import anatomy
+from analysis.collect import (
+    MANIFEST,
+    REPEAT,
+    RESULTS,
+    collect,
+    complete,
+    describe_problems,
+    from_modified_tree,
+    problems,
+)
+from analysis.errors import AnalysisError
+from analysis.markdown import markdown
+from analysis.report import NOTES, report
+from analysis.variance import variance
+from neuralforge.record.atomic import atomic_write
+from neuralforge.record.schema import COMPLETE
 
 
 def main(argv: list[str] | None = None) -> int:

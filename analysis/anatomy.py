@@ -146,7 +146,8 @@ def _pairs(conditions: dict[str, pd.DataFrame], metric: str, loaded: dict[str, n
     if "all" in conditions and len(conditions["all"]) > 1:
         runs = conditions["all"]
         i, j = map(list, zip(*itertools.combinations(range(len(runs)), 2)))
-        rows.append({"pair": "all: two runs, every seed different", **_distance(runs.iloc[i], runs.iloc[j], metric, loaded)})
+        rows.append({"pair": "all: two runs, every seed different",
+                     **_distance(runs.iloc[i], runs.iloc[j], metric, loaded)})
     table = pd.DataFrame(rows)
     table.attrs = {"metric": metric, "percent": ["mean_abs_diff", "max_abs_diff"] if is_accuracy(metric) else [],
                    "share": ["churn"]}

@@ -19,7 +19,6 @@ from neuralforge.record.files import HISTORY, PREDICTIONS
 from neuralforge.record.schema import read_results
 
 
-
 def histories(runs: pd.DataFrame) -> pd.DataFrame:
     """The learning curves of `runs`, stacked, with the run's folder as a column."""
     frames = [pd.read_csv(Path(folder) / HISTORY).assign(folder=folder) for folder in runs["folder"]

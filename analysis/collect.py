@@ -18,10 +18,9 @@ import re
 import socket
 import time
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
-
-from dataclasses import fields
 
 import pandas as pd
 
@@ -202,7 +201,8 @@ def _expected(manifest: str) -> list[tuple[str, str]]:
         with open(manifest, "rb") as f:
             jobs = json.loads(f.read())["jobs"]
         base = os.path.dirname(manifest)
-        return [(os.path.normpath(os.path.join(base, job["folder"])), " ".join(job.get("overrides", []))) for job in jobs]
+        return [(os.path.normpath(os.path.join(base, job["folder"])), " ".join(job.get("overrides", [])))
+                for job in jobs]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise AnalysisError(f"{manifest} is unreadable ({type(err).__name__}: {err}): "
                             f"fix or delete it to analyse the runs without it") from None

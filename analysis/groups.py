@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.collect import RUN_COLUMNS, complete
 from analysis.errors import AnalysisError
 from neuralforge.record.keys import NOT_A_CONFIG, is_seed_key
+
 ALL = "all runs"
 MAX_LABEL_KEYS = 3  # past this many swept keys, a config is better named by its folder, if it has one
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import glossary, plots, stats, study as optuna_study, tables
+from analysis import glossary, plots, stats, tables
+from analysis import study as optuna_study
 from analysis.anatomy import anatomy, has_anatomy
 from analysis.collect import collect, complete, describe_problems, from_modified_tree, problems
 from analysis.errors import AnalysisError
-from analysis.groups import group_keys, groups, label as config_label, show
+from analysis.groups import group_keys, groups, show
+from analysis.groups import label as config_label
 from analysis.markdown import markdown
 from analysis.variance import variance
 from neuralforge.record.files import REPORT, REPORT_FILES
@@ -210,7 +212,7 @@ def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataF
                          f"P(a > b) = {row['p_a_gt_b']:.2f}: {row['verdict']}")
         if len(pairs) > 5:
             lines.append(f"- {len(pairs) - 5} more pairs in compare.md")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _index(out: Path, df: pd.DataFrame, written: list[dict[str, str]], notes: list[str],

@@ -14,7 +14,6 @@ from analysis.errors import AnalysisError
 from analysis.plots import DPI
 from neuralforge.record.study import StudyAttr
 
-
 # PED-ANOVA compares the top trials' parameter density with all trials': with fewer complete
 # trials than this its shares are mostly noise
 FEW_TRIALS = 20
@@ -65,8 +64,8 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
     Returns notes on what could not be drawn."""
     import matplotlib.pyplot as plt
     import optuna
-    from optuna.importance import PedAnovaImportanceEvaluator
     from matplotlib.ticker import MaxNLocator, PercentFormatter
+    from optuna.importance import PedAnovaImportanceEvaluator
     from optuna.visualization import matplotlib as vis
 
     notes = []

@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -53,14 +54,14 @@ class DataConf:
                              "classes) or tensors (a file of one's own)")
     root: str = key("${oc.env:NEURALFORGE_DATA,./data}", "the folder torchvision's datasets live in (MNIST: "
                                                          "<root>/MNIST/raw/); NEURALFORGE_DATA, else ./data")
-    path: Optional[str] = key(None, "data=tensors: the .npz or .pt file holding train_x, train_y, test_x, test_y")
+    path: str | None = key(None, "data=tensors: the .npz or .pt file holding train_x, train_y, test_x, test_y")
     download: bool = key(True, "download missing files into root")
     val_size: int = key(5000, "training images held out for validation by seeds.split; 0 selects the epoch on the "
                               "test set, as the notebook did (the record says so; searches refuse it)")
     mean: Any = key(None, "pixel mean for normalisation: one number, one per channel, or null (computed from the "
                           "training images)")
     std: Any = key(None, "pixel standard deviation for normalisation: one number, one per channel, or null")
-    num_classes: Optional[int] = key(ADDED_LATER["data.num_classes"], "data=tensors: the number of classes; null "
+    num_classes: int | None = key(ADDED_LATER["data.num_classes"], "data=tensors: the number of classes; null "
                                                                       "counts the training labels")
     augment: AugmentConf = key(help="", factory=AugmentConf)
 
@@ -97,7 +98,8 @@ class CNNConf:
 
 def _check_layers(widths: list[int], m: DictConfig, need: Need) -> None:
     need(all(w > 0 for w in widths), f"model widths must be positive, got {widths}: e.g. model.hidden=[128,64]")
-    need(m.activation in ACTIVATIONS, f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
+    need(m.activation in ACTIVATIONS,
+         f"model.activation={m.activation!r} is unknown: use one of {', '.join(ACTIVATIONS)}")
     need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
 
 
@@ -186,12 +188,12 @@ class TrainerConf:
     epochs: int = key(10, "epochs to train")
     batch_size: int = key(64, "training batch size, per member")
     eval_batch_size: int = key(1000, "batch size of evaluation (speed only)")
-    patience: Optional[int] = key(None, "stop a member after this many epochs without a better validation accuracy; "
+    patience: int | None = key(None, "stop a member after this many epochs without a better validation accuracy; "
                                         "null: never")
     label_smoothing: float = key(0.0, "label smoothing of the training loss, in [0, 1)")
     keep_last: bool = key(True, "keep last.pt once the run completes (false saves disk, and a complete run can "
                                 "then not be extended)")
-    init_from: Optional[str] = key(None, "start from the weights in this best.pt (the notebook's rounds)")
+    init_from: str | None = key(None, "start from the weights in this best.pt (the notebook's rounds)")
 
 
 @dataclass
@@ -219,13 +221,13 @@ class Config:
                                                          "chosen by k (0: off)")
     allow_targets: list[str] = key(help="instantiate() patterns a config may name besides the harness's own, e.g. "
                                         "[mypkg.*]", factory=list)
-    seeds_per_trial: Optional[int] = key(None, "seeds each Optuna trial averages (set by the search presets, with "
+    seeds_per_trial: int | None = key(None, "seeds each Optuna trial averages (set by the search presets, with "
                                                "n_seeds: ${seeds_per_trial})")
-    trial: Optional[int] = key(None, "the Optuna trial this run is (set by the sweeper)")
+    trial: int | None = key(None, "the Optuna trial this run is (set by the sweeper)")
     objective: Any = key(ADDED_LATER["objective"], "what a search optimises: val_acc, val_acc_std, wall_seconds or "
                                                    "n_params; a list makes it multi-objective")
     device: str = key("auto", "auto, cpu, cuda, cuda:N or mps")
-    threads: Optional[int] = key(None, "torch threads; null: all cores, shared among jobs that run at once")
+    threads: int | None = key(None, "torch threads; null: all cores, shared among jobs that run at once")
     matmul_precision: str = key(ADDED_LATER["matmul_precision"], "torch.set_float32_matmul_precision: highest "
                                                                  "(float32), high, or medium (lets CPUs with AMX "
                                                                  "round products' factors to bfloat16)")

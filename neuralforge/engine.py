@@ -12,8 +12,9 @@ Selection is on validation only (on test only when data.val_size=0, and the reco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig

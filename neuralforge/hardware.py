@@ -18,7 +18,8 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} was asked for but this machine has no CUDA GPU: use device=cpu or device=auto")
+        raise ConfigError(f"device={name} was asked for but this machine has no CUDA GPU: use device=cpu or "
+                          f"device=auto")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps was asked for but MPS is not available here: use device=cpu or device=auto")
     device = torch.device(name)

@@ -8,6 +8,7 @@ nn.Module gets the same form through torch.func (neuralforge.functional).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -91,7 +92,7 @@ class MLP(Stacked):
         self.act = ACTIVATIONS[activation]
         sizes = [math.prod(in_shape), *hidden, num_classes]
         # (K, in, out) so that a layer is baddbmm(bias, h, weight)
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(members, i, o)) for i, o in zip(sizes, sizes[1:]))
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(members, i, o)) for i, o in itertools.pairwise(sizes))
         self.biases = nn.ParameterList(nn.Parameter(torch.empty(members, 1, o)) for o in sizes[1:])
 
     @torch.no_grad()
@@ -184,7 +185,8 @@ class CNN(Stacked):
             stride = 2 if self.pool == "stride" else 1  # a stride of 2 halves the image itself
             h = F.conv2d(h, w, stride=stride, padding=self.kernel // 2, groups=groups)
             h = h.contiguous(memory_format=torch.channels_last)
-            if self.pool != "stride":  # pooled before normalising: the element-wise work runs on a quarter of the pixels
+            # pooled before normalising: the element-wise work runs on a quarter of the pixels
+            if self.pool != "stride":
                 h = POOLS[self.pool](h, 2)
             h = F.batch_norm(h, getattr(self, f"bn_mean{i}").view(-1), getattr(self, f"bn_var{i}").view(-1),
                              self.bn_weights[i].flatten(), self.bn_biases[i].flatten(), self.training)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +27,21 @@ from neuralforge.record.atomic import clear_leftovers
 from neuralforge.record.errors import CheckpointError, ConfigError, DataError, DivergedError
 from neuralforge.record.files import BEST, LAST, RESULTS
 from neuralforge.record.lock import RunLock
-from neuralforge.record.schema import (COMPLETE, FAILED, PRUNED, RUNNING, SCHEMA_VERSION, Group, Metrics, Record,
-                                       Timing, read_results, write_history, write_predictions, write_results)
+from neuralforge.record.schema import (
+    COMPLETE,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    SCHEMA_VERSION,
+    Group,
+    Metrics,
+    Record,
+    Timing,
+    read_results,
+    write_history,
+    write_predictions,
+    write_results,
+)
 from neuralforge.training import Outcome, Training
 
 log = logging.getLogger("neuralforge")

@@ -57,7 +57,8 @@ def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
         elif o.is_discrete_sweep():
             choices[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
         else:
-            raise ConfigError(f"{o.input_line}: a grid sweep takes lists, range() or choice(), not {o.value_type.name}; "
+            raise ConfigError(f"{o.input_line}: a grid sweep takes lists, range() or choice(), not "
+                              f"{o.value_type.name}; "
                               f"interval() is for hparams_search (Optuna)")
     jobs = []
     for job_overrides in map(list, itertools.product(*choices.values())):

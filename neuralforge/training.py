@@ -11,9 +11,10 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +129,8 @@ class Training:
         self.params = list(self.model.parameters())
         try:
             self.optimizer = build(cfg.optimizer, cfg.allow_targets)(self.params)
-            self.scheduler = build(cfg.scheduler, cfg.allow_targets)(self.optimizer, total_steps=t["epochs"] * self.steps)
+            self.scheduler = build(cfg.scheduler, cfg.allow_targets)(self.optimizer,
+                                                                     total_steps=t["epochs"] * self.steps)
         except ValueError as err:  # torch's own checks, e.g. betas or pct_start out of range
             raise ConfigError(f"optimizer or scheduler setting refused by torch: {err}") from None
         self.members = [Member() for _ in range(self.K)]

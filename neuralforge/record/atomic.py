@@ -8,8 +8,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from neuralforge.record.errors import DiskFullError
 from neuralforge.record.files import REFUSED, TEMP_SUFFIX

@@ -10,8 +10,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from neuralforge.record.errors import LockedError
 from neuralforge.record.files import LOCK
@@ -33,7 +34,7 @@ class RunLock:
         self.path = Path(folder) / LOCK
         self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.path.parent):  # two processes taking over one stale lock: one wins
             for _ in range(3):

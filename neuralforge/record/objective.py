@@ -3,8 +3,9 @@ records; written into those records (`objective`), and read back by the sweeper.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,8 @@ OBJECTIVES = {
     "val_acc": Objective("validation accuracy at each member's chosen epoch, mean over the group",
                          lambda recs: float(np.mean([r.metrics.val_acc for r in recs]))),
     "val_acc_std": Objective("sample standard deviation of val_acc over the group's members", _val_acc_std),
-    "wall_seconds": Objective("the group's training time", lambda recs: float(max(r.timing.wall_seconds for r in recs))),
+    "wall_seconds": Objective("the group's training time",
+                              lambda recs: float(max(r.timing.wall_seconds for r in recs))),
     "n_params": Objective("one member's parameters", lambda recs: float(recs[0].n_params)),
 }
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +54,7 @@ STALE, MISSING = State.STALE, State.MISSING
 STORED = (RUNNING, COMPLETE, FAILED, PRUNED)  # the states a record holds; the others are judged
 
 
-def key(help: str, default: Any = MISSING, *, column: bool = False) -> Any:
+def key(help: str, default: Any = NO_DEFAULT, *, column: bool = False) -> Any:
     """A record field with its meaning; `column`: analysis's tables show it for each run."""
     return field(default=default, metadata={"help": help, "column": column})
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import optuna
-# hydra-optuna-sweeper's public config module: registers the sampler configs (hydra/sweeper/sampler=tpe, ...)
-import hydra_plugins.hydra_optuna_sweeper.config  # noqa: F401
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+# hydra-optuna-sweeper's public config module: registers the sampler configs (hydra/sweeper/sampler=tpe, ...)
+import hydra_plugins.hydra_optuna_sweeper.config  # noqa: F401
 from neuralforge.record.liveness import STALE_AFTER_S
 from neuralforge.search.pruners import SeedNoisePruner
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +41,7 @@ def distribution(override: Override) -> BaseDistribution:
     if not values:
         raise ConfigError(f"hydra.sweeper.params.{key}: {override.input_line} holds no value")
     if override.is_range_sweep() and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        steps = {Decimal(str(b)) - Decimal(str(a)) for a, b in zip(values, values[1:])}
+        steps = {Decimal(str(b)) - Decimal(str(a)) for a, b in itertools.pairwise(values)}
         if len(steps) <= 1 and all(s > 0 for s in steps):
             step = steps.pop() if steps else 1
             if all(isinstance(v, int) for v in values):

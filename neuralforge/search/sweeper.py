@@ -36,9 +36,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -60,9 +61,9 @@ from neuralforge.record.files import OPTIMIZATION_RESULTS, RESULTS
 from neuralforge.record.keys import NOT_SEARCHABLE, RELAUNCH_MAY_CHANGE
 from neuralforge.record.liveness import gone
 from neuralforge.record.schema import COMPLETE, FAILED, PRUNED, read_results
+from neuralforge.record.study import Attr, StudyAttr
 from neuralforge.search import configs  # noqa: F401  (registers nf_optuna and its pruners)
 from neuralforge.search.space import compatible, grid_of, search_space, suggest
-from neuralforge.record.study import Attr, StudyAttr
 from neuralforge.search.trial import SAMPLER_WHITELIST, build_pruner, open_storage, trial_id
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,8 @@ class NFOptunaSweeper(Sweeper):
                 first = str(err).strip().splitlines()[0]
                 raise ConfigError(f"hydra.sweeper.storage={self.storage_url} cannot be opened ({first}). Give an "
                                   f"SQLAlchemy URL (sqlite:///path, postgresql+psycopg://...) whose driver is "
-                                  f"installed (pip install -e '.[postgres]' for PostgreSQL), or journal:path.") from None
+                                  f"installed (pip install -e '.[postgres]' for PostgreSQL), or "
+                                  f"journal:path.") from None
         theirs = [d.name.lower() for d in study.directions]
         if theirs != plan.directions:
             raise ConfigError(f"study {study.study_name} in {self.storage_url} has directions {theirs}, not "
@@ -417,7 +419,7 @@ class Search:
             self.study.tell(trial, state=TrialState.PRUNED)  # its job recorded the pruning, and returned NaN
             return TrialState.PRUNED
         try:
-            ret.return_value  # re-raises the job's exception
+            _ = ret.return_value  # re-raises the job's exception
             done = [r for r in runs if r.status == COMPLETE]
             # the job's objective, as it computed and recorded it (records older than that field: the same function)
             recorded = done[0].objective if done and done[0].objective else objective.of(done, self.plan.objectives)

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from neuralforge.engine import Listener
 from neuralforge.record import objective
 from neuralforge.record.errors import ConfigError
-from neuralforge.record.study import Attr
 from neuralforge.record.schema import COMPLETE, PRUNED, Record
+from neuralforge.record.study import Attr
 from neuralforge.training import Outcome, Training
 
 log = logging.getLogger(__name__)
