@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import glossary, plots, stats, study as optuna_study, tables
+from analysis import glossary, plots, racing, stats, study as optuna_study, tables
 from analysis.anatomy import anatomy, has_anatomy
 from analysis.collect import collect, complete, describe_problems, from_modified_tree, problems
 from analysis.errors import AnalysisError
@@ -37,7 +37,7 @@ FILES = ("report.md", "runs.csv", "problems.csv", "summary.md", "summary.csv", "
          "expected_max.csv", "compare.md", "compare.csv", "variance.md", "variance.csv", "stability.md",
          "stability.csv", "churn.png", "distribution.png", "curves.png", "ecdf.png", "expected_max.png",
          "optuna_history.png", "optuna_importances.png", "optuna_pareto.png", "anatomy.md", "anatomy.csv",
-         "anatomy_pairs.csv", "anatomy.png")
+         "anatomy_pairs.csv", "anatomy.png", "race.md", "race.csv", "race.png")
 
 
 def report(paths, out: str | os.PathLike, by: str | None = None, metric: str = "test_acc", seed: int = 0,
@@ -161,6 +161,17 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
            "spread per source of randomness, beside all and the noise floor")
         figure("anatomy.png", lambda p: plots.anatomy(found.values, found.table, metric, p, seed),
                "each condition's runs beside all's, noise floor marked")
+
+    for root in df.attrs.get("roots", [])[:1]:  # a race's folder: its rounds, table and figure
+        if racing.is_race(root):
+            _, manifest, found = racing.read(root)
+            raced = manifest["race"]["settings"]["metric"]
+            standing = racing.table(found, raced)
+            csv("race.csv", standing, f"the race on {raced}: per config its seeds, mean, anytime-valid CI, status")
+            md("race.md", f"Race on {plots.METRIC_NAMES.get(raced, raced)}",
+               ["\n".join(f"- {racing.round_line(r, len(found.standings), raced)}" for r in found.rounds),
+                racing.end_line(found), markdown(standing)], "the race's rounds and standing")
+            figure("race.png", lambda p: plots.race(found, raced, p), "each config's interval against seeds spent")
 
     figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed), f"{metric} of every run, per config")
     figure("curves.png", lambda p: plots.learning_curves(runs, p, metric), "learning curves, mean ± std per config")
