@@ -5,6 +5,8 @@ intervals of an accuracy inside [0, 1]."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from analysis.__main__ import main as analysis_main
 from analysis.racing import ELIMINATED, WINNER, Rules, decide
 from neuralforge import records
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFIDENCE = 0.99  # of the binomial CIs the simulations assert with
 
 
@@ -226,3 +229,52 @@ def test_analysis_race_prints_the_table_from_the_records(tmp_path, capsys):
     assert "| 8 |" in row.replace(" ", "").replace("|8|", "| 8 |") and "eliminated in round 1" in row
     rules, _, race = racing.read(tmp_path)
     assert race.standings["tag=bad"].n == 7 and rules.margin == pytest.approx(0.0005)
+
+
+# ---------------------------------------------------------------- the sweeper, in real processes
+@pytest.mark.slow
+def test_a_race_through_the_sweeper_resumes_a_killed_round_and_decides_as_a_clean_one(idx_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from test_sweeps import results, run, start, wait_until
+
+    race = ["-m", "optimizer.lr=1e-5,1e-3", "hydra/sweeper=nf_race", "hydra.sweeper.initial=4",
+            "hydra.sweeper.step=2", "hydra.sweeper.max_seeds=12"]
+    clean = run(idx_root, *race, f"hydra.sweep.dir={tmp_path / 'clean'}")
+    log = clean.stdout + clean.stderr
+    assert "eliminated: optimizer.lr=1e-05" in log and "one config left" in log
+
+    killed = tmp_path / "killed"
+    proc = start(idx_root, *race, f"hydra.sweep.dir={killed}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 start_new_session=True)
+    # killed once the first round's first job has ended and before its second has
+    first_job = lambda: [f for f in killed.glob("*lr=1e-05*") if len(list(f.rglob(records.RESULTS))) == 4]
+    wait_until(lambda: first_job() and all(records.read_results(p.parent)["status"] == records.COMPLETE
+                                           for p in first_job()[0].rglob(records.RESULTS)), timeout=120)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = {p: p.stat().st_mtime_ns for p in first_job()[0].rglob(records.RESULTS)}
+    assert len(kept) == 4 and not any(killed.glob("*lr=0.001*seed=4*"))
+
+    again = run(idx_root, *race, f"hydra.sweep.dir={killed}")
+    log = again.stdout + again.stderr
+    assert "Round 1: 2 configs, seeds 0..3 each: 1 jobs to run (1 already done)" in log
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the ended job was not launched again
+    assert racing.read(killed)[2] == racing.read(tmp_path / "clean")[2]  # the same runs, the same race
+    assert {f.relative_to(killed) for f in results(killed)} == {f.relative_to(tmp_path / "clean")
+                                                               for f in results(tmp_path / "clean")}
+    # every analysis command reads the race's folder like any sweep's
+    out = subprocess.run([sys.executable, "-m", "analysis", "summary", str(killed)], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0 and "optimizer.lr" in out.stdout
+    assert run(idx_root, *race, "hydra.sweeper.alpha=0.1", f"hydra.sweep.dir={killed}", check=False).returncode == 1
+
+
+@pytest.mark.slow
+def test_a_race_refuses_a_swept_seed_in_one_line(idx_root, tmp_path):
+    from test_sweeps import run
+    out = run(idx_root, "-m", "seed=0,1", "optimizer.lr=1e-5,1e-3", "hydra/sweeper=nf_race",
+              f"hydra.sweep.dir={tmp_path}", check=False)
+    assert out.returncode == 1 and "seed is swept: a race draws the seeds itself" in out.stderr
