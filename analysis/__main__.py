@@ -1,4 +1,4 @@
-"""python -m analysis {summary,compare,variance,stability,problems,anatomy,report} FOLDER... [options]
+"""python -m analysis {summary,compare,variance,stability,problems,anatomy,race,report} FOLDER... [options]
 
 Tables print as markdown (accuracies in %, rounded); --csv writes the full-precision table.
 """
@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # the report's Optuna figures go through pyplot; no displ
 
 import pandas as pd
 
-from analysis import glossary, plots, tables
+from analysis import glossary, plots, racing, tables
 from analysis.anatomy import anatomy
 from analysis.collect import (
     MANIFEST,
@@ -92,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
          0, 0),
         ("anatomy", _anatomy, "spread per source of randomness (+experiment=anatomy), noise floor, anatomy.png",
          None, 1, 1),
+        ("race", _race, "a race's rounds, and per config its seeds, mean, anytime-valid CI and status", None, 0, 1),
         ("report", _report, "markdown + CSV tables + PNG figures in one folder", "1", 1, 0),
     ]:
         c = sub.add_parser(name, help=text, description=text)
@@ -189,6 +190,19 @@ def _problems(df: pd.DataFrame, args) -> int:
         print(f"all {len(df)} runs complete")
     else:
         print(markdown(listed))
+    return 0
+
+
+def _race(df: pd.DataFrame, args) -> int:
+    for folder in args.folders:
+        rules, manifest, found = racing.read(folder)
+        metric = manifest["race"]["settings"]["metric"]
+        print(f"\n## race in {folder}: {metric}, {rules.method} sequences at alpha {rules.alpha} / "
+              f"{len(found.standings)} configs\n")
+        for r in found.rounds:
+            print(racing.round_line(r, len(found.standings), metric))
+        print(racing.end_line(found))
+        _show(f"{metric} per config", racing.table(found, metric), args.csv)
     return 0
 
 

@@ -18,8 +18,8 @@ COLUMNS = {
     "range": "max − min",
     "ci_low": "95% percentile-bootstrap CI of the mean, lower end (seeded: --seed)",
     "ci_high": "95% percentile-bootstrap CI of the mean, upper end",
-    "t_low": "95% Student-t CI of the mean, lower end",
-    "t_high": "95% Student-t CI of the mean, upper end",
+    "t_low": "95% Student-t CI of the mean, lower end (never below 0% for an accuracy)",
+    "t_high": "95% Student-t CI of the mean, upper end (never above 100% for an accuracy)",
     "small_n": "yes when n is under 10: percentile-bootstrap CIs are too narrow there (Hesterberg 2015); "
                "prefer the t interval",
     "n_test": "test examples each run was scored on",

@@ -68,7 +68,7 @@ def distribution(groups: list[Group], metric: str, path: Path, seed: int = 0) ->
         v = g.runs[metric].dropna().to_numpy(dtype=float)
         if not len(v):
             continue  # no value for this config (validation metrics with data.val_size=0)
-        d = stats.describe(v, seed)
+        d = stats.describe(v, seed, stats.support(metric))
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), s * v, s=18, alpha=0.6, color=colour,
                    label=None if labelled else "runs")
         # a percentile bootstrap of a handful of runs is their min-max range: Student's t there
@@ -218,4 +218,36 @@ def anatomy(values: dict[str, np.ndarray], table: pd.DataFrame, metric: str, pat
     ax.set_title("Anatomy of run-to-run spread: each source alone beside all of them")
     ax.grid(axis="y", alpha=0.3)
     _legend(ax, loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def race(found, metric: str, path: Path) -> Path:
+    """A race (analysis.racing.Race): each config's anytime-valid interval and mean against the
+    seeds it holds after each round, an x where it was eliminated."""
+    s = _scale(metric)
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    configs = list(found.standings)
+    finite = [v for r in found.rounds for _, m, lo, hi in r.intervals.values() for v in (lo, hi) if np.isfinite(v)]
+    floor, ceiling = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    for c, colour in zip(configs, _colours(len(configs))):
+        pts = [r.intervals[c] for r in found.rounds if c in r.intervals]
+        if not pts:
+            continue
+        seeds = [p[0] for p in pts]
+        # an interval still infinite (too few seeds) is drawn to the edge of the others
+        low = [s * (p[2] if np.isfinite(p[2]) else floor) for p in pts]
+        high = [s * (p[3] if np.isfinite(p[3]) else ceiling) for p in pts]
+        ax.fill_between(seeds, low, high, color=colour, alpha=0.18, step="post" if len(seeds) == 1 else None)
+        ax.plot(seeds, [s * p[1] for p in pts], "o-", color=colour, markersize=3, label=c)
+        st = found.standings[c]
+        if st.status == "eliminated":
+            ax.plot(st.seeds, s * st.mean, "x", color="black", markersize=9, markeredgewidth=2)
+    ax.plot([], [], "x", color="black", label="eliminated")
+    ax.set_xlabel("seeds per config")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_ylim(s * floor, s * ceiling)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"race: {found.ended or 'goes on'} ({found.runs} runs); bands: anytime-valid intervals", fontsize=10)
+    _legend(ax, fontsize=8, loc="best")
     return _save(fig, path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import glossary, plots, stats, tables
+from analysis import glossary, plots, racing, stats, tables
 from analysis import study as optuna_study
 from analysis.anatomy import anatomy, has_anatomy
 from analysis.collect import collect, complete, describe_problems, from_modified_tree, problems
@@ -155,6 +155,17 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
                      markdown(found.seeds_needed), *(f"- {n}" for n in found.notes)]
         md("anatomy.md", f"Anatomy of run-to-run spread: {metric_name}", sections)
         figure("anatomy.png", lambda p: plots.anatomy(found.values, found.table, metric, p, seed))
+
+    roots = df.attrs.get("roots", [])
+    if roots and racing.is_race(roots[0]):  # a race's folder: its rounds, table and figure
+        _, manifest, race = racing.read(roots[0])
+        raced = manifest["race"]["settings"]["metric"]
+        standing = racing.table(race, raced)
+        csv("race.csv", standing)
+        md("race.md", f"Race on {plots.METRIC_NAMES.get(raced, raced)}",
+           ["\n".join(f"- {racing.round_line(r, len(race.standings), raced)}" for r in race.rounds),
+            racing.end_line(race), markdown(standing)])
+        figure("race.png", lambda p: plots.race(race, raced, p))
 
     figure("distribution.png", lambda p: plots.distribution(runs, metric, p, seed))
     figure("curves.png", lambda p: plots.learning_curves(runs, p, metric))

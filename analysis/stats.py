@@ -13,6 +13,9 @@ import numpy as np
 from scipy import special, stats
 from statsmodels.stats.inter_rater import cohens_kappa
 
+from neuralforge.record.schema import higher_is_better as metric_higher_is_better
+from neuralforge.record.schema import is_accuracy
+
 CONFIDENCE = 0.95
 # Under this many runs a percentile-bootstrap CI of the mean is too narrow, by about
 # sqrt((n - 1) / n) and worse in the tails (Hesterberg 2015, "What Teachers Should Know About the
@@ -40,12 +43,12 @@ def _std(x, axis=-1):
     return np.std(x, axis=axis, ddof=1)
 
 
-def describe(values, seed: int = 0) -> dict[str, float]:
+def describe(values, seed: int = 0, bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float]:
     """Location and spread of one config's results, with two 95% intervals for the mean (a
-    seeded bootstrap and Student's t) and a seeded bootstrap interval and standard error of the
-    std. The std's percentile interval (Efron & Tibshirani 1993, "An Introduction to the
-    Bootstrap", ch. 13) runs short of its nominal coverage with a handful of runs; with 32 it is
-    a fair guide to how well a spread is known."""
+    seeded bootstrap and Student's t), kept inside `bounds` (support(metric)), and a seeded
+    bootstrap interval and standard error of the std. The std's percentile interval (Efron &
+    Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13) runs short of its nominal
+    coverage with a handful of runs; with 32 it is a fair guide to how well a spread is known."""
     x = np.asarray(values, dtype=float)
     n = len(x)
     out = {"n": n, "mean": x.mean(), "std": math.nan, "std_low": math.nan, "std_high": math.nan,
@@ -55,13 +58,31 @@ def describe(values, seed: int = 0) -> dict[str, float]:
         return out
     out["std"] = x.std(ddof=1)
     out["sem"] = stats.sem(x)
-    out["ci_low"], out["ci_high"], _ = bootstrap((x,), np.mean, seed)
+    out["ci_low"], out["ci_high"] = clip(*bootstrap((x,), np.mean, seed)[:2], bounds)
     out["std_low"], out["std_high"], out["std_se"] = bootstrap((x,), _std, seed)
     if out["sem"] > 0:
-        out["t_low"], out["t_high"] = stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"])
+        out["t_low"], out["t_high"] = clip(*stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"]),
+                                           bounds)
     else:
         out["t_low"] = out["t_high"] = out["mean"]
     return out
+
+
+def support(metric: str) -> tuple[float, float]:
+    """Where a metric's values, and so its mean, can lie: an accuracy in [0, 1], a loss or a
+    time at or above 0, any other metric anywhere."""
+    if is_accuracy(metric):
+        return 0.0, 1.0
+    if not metric_higher_is_better(metric):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def clip(low: float, high: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """An interval of a mean cut to where the mean can lie: every interval that covered the
+    mean still does, so coverage is kept, and an accuracy's interval ends at 100%, not 100.54%
+    (Student's t with 2 runs near the top). Every interval of a mean goes through here."""
+    return min(max(low, bounds[0]), bounds[1]), max(min(high, bounds[1]), bounds[0])
 
 
 def p_greater(x, y, axis: int = -1):

@@ -24,9 +24,11 @@ from neuralforge.record.schema import higher_is_better, is_accuracy
 def summarize(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str] | None = None,
               seed: int = 0) -> pd.DataFrame:
     """Per config: n, mean, std (with its bootstrap interval and standard error), SEM, median, min, max,
-    range, and the 95% CI of the mean by seeded bootstrap (ci_*) and by Student's t (t_*)."""
+    range, and the 95% CI of the mean by seeded bootstrap (ci_*) and by Student's t (t_*), inside
+    the metric's support (an accuracy's in [0, 1])."""
     check_metric(df, metric)
-    rows = [{**g.columns, **stats.describe(values, seed), "small_n": "yes" if len(values) < stats.SMALL_N else ""}
+    rows = [{**g.columns, **stats.describe(values, seed, stats.support(metric)),
+             "small_n": "yes" if len(values) < stats.SMALL_N else ""}
             for g, values in _values(df, metric, by)]
     out = pd.DataFrame(rows)
     return _units(out, metric, ["mean", "std", "std_low", "std_high", "std_se", "sem", "median", "min", "max", "range",

@@ -92,6 +92,9 @@ TABLE: tuple[File, ...] = (
     File("optuna_history.png", "report", "a search's optimisation history"),
     File("optuna_importances.png", "report", "a search's hyperparameter importances (PED-ANOVA)"),
     File("optuna_pareto.png", "report", "a multi-objective search's Pareto front"),
+    File("race.md", "report", "a race's rounds and standing"),
+    File("race.csv", "report", "a race's standing: per config its seeds, mean, anytime-valid CI, status"),
+    File("race.png", "report", "a race: each config's interval against seeds spent"),
 )
 REPORT_FILES = {f.name: f.holds for f in TABLE if f.where == "report"}
 
