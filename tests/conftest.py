@@ -29,6 +29,8 @@ from neuralforge.record.files import HISTORY, MANIFEST, RESULTS
 from neuralforge.record.keys import SEED_SOURCES
 from neuralforge.record.schema import SCHEMA_VERSION, Group, Metrics, Record, Timing, read_results, write_results
 
+from servers import postgres_url, slurm_cluster  # noqa: E402, F401  (the slow tier's real servers)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 N_TRAIN, N_TEST = 600, 200
@@ -170,6 +172,13 @@ def wait_until(ready, timeout: float) -> None:
 def results(sweep_dir) -> dict[Path, Record]:
     """Every record below a sweep folder, by its folder."""
     return {p.parent: record(p.parent) for p in sorted(Path(sweep_dir).rglob(RESULTS))}
+
+
+SEARCH = ["-m", "hparams_search=mlp_optuna", "hydra.sweeper.params=null"]  # a search of the command line's keys
+
+
+def history_epochs(folder) -> list[int]:
+    return history(folder)["epoch"].tolist()
 
 
 def folder_of(sweep_dir, override) -> Path:

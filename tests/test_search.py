@@ -17,23 +17,15 @@ import optuna
 import pytest
 import yaml
 
-from conftest import (FAST, ROOT, FakeLauncher, dead_pid, record, results, run, search_config, start, sweeper_for,
+from conftest import (FAST, SEARCH, history_epochs, ROOT, FakeLauncher, dead_pid, record, results, run, search_config, start, sweeper_for,
                       wait_until, write_record)
 from neuralforge.record.errors import ConfigError
 from neuralforge.record.files import HISTORY, MANIFEST, RESULTS
 from neuralforge.record.study import Attr
 from neuralforge.search.sweeper import Search
 
-SEARCH = ["-m", "hparams_search=mlp_optuna", "hydra.sweeper.params=null"]
-
-
 def study_of(sweep_dir) -> optuna.Study:
     return optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
-
-
-def history_epochs(folder) -> list[int]:
-    with open(folder / HISTORY) as f:
-        return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
 @pytest.mark.slow
