@@ -47,6 +47,7 @@ def settle(cfg: DictConfig, parallel_jobs: int = 1) -> tuple[dict[str, Any], tor
     device = hardware.resolve_device(cfg.device)
     threads = hardware.configure_cpu(cfg.threads or hardware.default_threads(parallel_jobs))
     hardware.configure_matmul(cfg.matmul_precision)
+    hardware.configure_cuda(device)
     return resolve(cfg, threads=threads, device=str(device)), device
 
 

@@ -70,6 +70,15 @@ def configure_matmul(precision: str) -> str:
     return torch.get_float32_matmul_precision()
 
 
+def configure_cuda(device: torch.device) -> None:
+    """On a GPU, cuDNN's deterministic algorithms and no autotuning: a resumed run repeats the
+    uninterrupted one bit for bit only if each convolution runs the same algorithm each time
+    (autotuning picks by timing, which varies). The record says whether it held."""
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

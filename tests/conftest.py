@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from servers import postgres_url, slurm_cluster  # noqa: F401  (the slow tier's real servers)
 
 from neuralforge import hardware
 from neuralforge.engine import Listener
@@ -28,8 +29,6 @@ from neuralforge.record.datasets import IDX_FILES, IMAGE_MAGIC, LABEL_MAGIC
 from neuralforge.record.files import HISTORY, MANIFEST, RESULTS
 from neuralforge.record.keys import SEED_SOURCES
 from neuralforge.record.schema import SCHEMA_VERSION, Group, Metrics, Record, Timing, read_results, write_results
-
-from servers import postgres_url, slurm_cluster  # noqa: E402, F401  (the slow tier's real servers)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -163,10 +162,12 @@ def start(idx_root, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **pop
     return subprocess.Popen(**_command(idx_root, args), stdout=stdout, stderr=stderr, **popen)
 
 
-def wait_until(ready, timeout: float) -> None:
+def wait_until(ready, timeout: float) -> bool:
+    """Polls `ready` until it holds or `timeout` seconds pass; whether it held."""
     deadline = time.time() + timeout
     while not ready() and time.time() < deadline:
         time.sleep(0.02)
+    return bool(ready())
 
 
 def results(sweep_dir) -> dict[Path, Record]:

@@ -8,6 +8,7 @@ through hydra/launcher=submitit_slurm, and two searches on one PostgreSQL study.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -21,9 +22,9 @@ import cloudpickle
 import optuna
 import pytest
 import submitit
+from conftest import ROOT, SEARCH, folder_of, history_epochs, record, results, run, start, wait_until
 
-from conftest import SEARCH, history_epochs, record, results, run, start, wait_until
-from neuralforge.record.files import PREDICTIONS
+from neuralforge.record.files import HISTORY, MANIFEST, OPTUNA_DB, PREDICTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -108,18 +109,46 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_seed_sweep_on_slurm_ends_as_on_the_basic_launcher(idx_root, tmp_path, slurm_cluster):
-    run(idx_root, "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'basic'}")
-    out = run(idx_root, "-m", "seed=0,1", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5",
-              f"hydra.sweep.dir={tmp_path / 'slurm'}")
-    assert "2 runs: 2 complete, 0 failed" in out.stdout + out.stderr
-    basic, on_slurm = results(tmp_path / "basic"), results(tmp_path / "slurm")
-    assert sorted(f.name for f in basic) == sorted(f.name for f in on_slurm)
-    for folder, rec in on_slurm.items():
-        twin = tmp_path / "basic" / folder.name
-        assert rec.provenance["host"] in slurm_cluster.nodes  # trained on the cluster's nodes
-        assert rec.metrics == basic[twin].metrics
-        assert sha256(folder / PREDICTIONS) == sha256(twin / PREDICTIONS)
+@pytest.mark.parametrize("work", [["seed=0,1"], ["n_seeds=3"]], ids=["a seed sweep", "a group of 3 seeds in one job"])
+def test_work_on_slurm_ends_as_on_the_basic_launcher(idx_root, tmp_path, slurm_cluster, work):
+    run(idx_root, "-m", *work, f"hydra.sweep.dir={tmp_path / 'basic'}")
+    run(idx_root, "-m", *work, "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={tmp_path / 'slurm'}")
+    same_runs(tmp_path / "basic", tmp_path / "slurm")
+    hosts = {rec.provenance["host"] for rec in results(tmp_path / "slurm").values()}
+    assert hosts <= set(slurm_cluster.nodes)  # trained on the cluster's nodes, not here
+    assert all(rec.provenance["slurm"]["job_id"] for rec in results(tmp_path / "slurm").values())
+
+
+def epochs_of(folder: Path) -> list[list[str]]:
+    """history.csv's rows without the epoch's wall time."""
+    rows = list(csv.reader((folder / HISTORY).read_text().splitlines()))
+    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
+    return [[row[i] for i in keep] for row in rows[1:]]
+
+
+def test_a_pruned_search_on_slurm_and_postgresql_ends_as_on_the_basic_launcher(idx_root, tmp_path, slurm_cluster,
+                                                                                postgres_url):
+    # the random sampler is reseeded with each trial's number: a trial's values do not depend
+    # on which trials finished first, so two launchers' trials can be compared number by number
+    args = [*SEARCH, "seeds_per_trial=1", "trainer.epochs=3", "optimizer.lr=tag(log,interval(1e-4,10))",
+            "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0", "hydra/sweeper/pruner=median",
+            "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.n_trials=6"]
+    run(idx_root, *args, f"hydra.sweep.dir={tmp_path / 'basic'}", timeout=400)
+    run(idx_root, *args, "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5", "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.storage={postgres_url}", "hydra.sweeper.study_name=on_slurm",
+        f"hydra.sweep.dir={tmp_path / 'slurm'}", timeout=400)
+    basic = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'basic' / OPTUNA_DB}").trials
+    on_slurm = optuna.load_study(study_name="on_slurm", storage=postgres_url).trials
+    assert [t.number for t in on_slurm] == list(range(6)) and {t.state.name for t in on_slurm} <= {"COMPLETE", "PRUNED"}
+    assert any(t.state.name == "PRUNED" for t in on_slurm)  # the pruner judged the workers' reports
+    for a, b in zip(basic, on_slurm, strict=True):
+        assert a.params == b.params
+        ea, eb = (epochs_of(tmp_path / sweep / f"trial_{a.number:04d}") for sweep in ("basic", "slurm"))
+        n = min(len(ea), len(eb))  # pruned at another epoch, perhaps: the same epochs up to there
+        assert n >= 1 and ea[:n] == eb[:n]
+        rec = record(tmp_path / "slurm" / f"trial_{b.number:04d}")
+        assert rec.status == b.state.name.lower() and rec.provenance["host"] in slurm_cluster.nodes
 
 
 def test_two_searches_share_one_postgresql_study(idx_root, tmp_path, postgres_url):
@@ -148,3 +177,120 @@ def test_two_searches_share_one_postgresql_study(idx_root, tmp_path, postgres_ur
         before = [c.intermediate_values[step] for c in trials
                   if c.state.name == "COMPLETE" and c.datetime_complete < t.datetime_complete]
         assert len(before) >= 2 and max(t.intermediate_values.values()) < statistics.median(before)
+
+
+# ---------------------------------------------------------------- preemption, time limits, scancel
+# Runs of about half a minute on the fixture (0.06 s an epoch here, more on slower CPUs): long
+# enough to be requeued, signalled or cancelled in the middle, and longer than the cluster's
+# KillWait (5 s), in which a job SLURM has told to stop may still finish.
+LONG = ("model.hidden=[512,256]", "trainer.epochs=500")
+
+
+def jobs_running() -> list[tuple[str, str]]:
+    """(job id, node) of each running job."""
+    out = slurm("squeue", "--noheader", "--states=RUNNING", "--format=%i %N")
+    return [tuple(line.split()) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def same_runs(a: Path, b: Path) -> None:
+    """Two sweeps that ended with the same records and the same predictions, bit for bit."""
+    ra, rb = results(a), results(b)
+    assert sorted(f.relative_to(a) for f in ra) == sorted(f.relative_to(b) for f in rb) and ra
+    for folder, rec in ra.items():
+        twin = b / folder.relative_to(a)
+        assert rec.status == "complete" and rec.metrics == rb[twin].metrics, folder
+        assert sha256(folder / PREDICTIONS) == sha256(twin / PREDICTIONS)
+
+
+def test_a_job_requeued_onto_another_node_resumes_at_once_and_ends_bit_identical(idx_root, tmp_path,
+                                                                                  slurm_cluster):
+    run(idx_root, "-m", "seed=0", *LONG, f"hydra.sweep.dir={tmp_path / 'straight'}")
+    sweep = tmp_path / "requeued"
+    proc = start(idx_root, "-m", "seed=0", *LONG, "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10",
+                 f"hydra.sweep.dir={sweep}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_until(lambda: (sweep / MANIFEST).exists(), timeout=60)
+    folder = folder_of(sweep, "seed=0")
+    assert wait_until(lambda: (folder / "history.csv").exists() and len(history_epochs(folder)) >= 20, timeout=120)
+    (job, node), = jobs_running()
+    slurm("scontrol", "update", f"nodename={node}", "state=drain", "reason=preemption-test")  # elsewhere, please
+    try:
+        requeued_at = time.time()
+        slurm("scontrol", "requeue", job)
+        log = folder / "run.log"
+        assert wait_until(lambda: "Resuming from epoch" in log.read_text(), timeout=180)
+        resumed_at = time.time()
+        assert wait_until(lambda: "epoch " in log.read_text().rpartition("Resuming from epoch")[2].partition("\n")[2],
+                          timeout=60)
+        first_epoch_at = time.time()
+        assert proc.wait(timeout=300) == 0
+    finally:
+        slurm("scontrol", "update", f"nodename={node}", "state=resume")
+    text = log.read_text()
+    assert "in use by" not in text and "Taking over" in text and f"SLURM job {job} was requeued" in text
+    assert record(folder).provenance["host"] != node and record(folder).provenance["slurm"]["restart"] == 1
+    started = slurm("scontrol", "show", "job", "--oneliner", job)  # the restart's own start, from SLURM
+    print(f"\nrequeue -> resumed {resumed_at - requeued_at:.1f} s, "
+          f"-> first new epoch {first_epoch_at - requeued_at:.1f} s ({started.split('StartTime=')[1].split()[0]})")
+    same_runs(tmp_path / "straight", sweep)
+
+
+def test_a_job_at_its_time_limit_requeues_itself_and_the_sweep_completes(idx_root, tmp_path, slurm_cluster):
+    # A one-minute limit; SLURM signals the job 30 s before it (submitit's --signal), 30 s in:
+    # twice the run's length on the fixture here, and signalled each time it comes back.
+    sweep = tmp_path / "limited"
+    out = run(idx_root, "-m", "seed=0", "model.hidden=[512,256]", "trainer.epochs=1000",
+              "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+              "hydra.launcher.max_num_timeout=10", f"hydra.sweep.dir={sweep}", timeout=900)
+    assert "1 runs: 1 complete" in out.stdout + out.stderr
+    folder = folder_of(sweep, "seed=0")
+    log = (folder / "run.log").read_text()
+    assert "Resuming from epoch" in log and record(folder).metrics.epochs_run == 1000
+    job = record(folder).provenance["slurm"]["job_id"]
+    states = accounted_states(job)
+    assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
+    assert record(folder).provenance["slurm"]["restart"] >= 1
+
+
+def test_a_cancelled_array_relaunched_skips_what_completed_and_resumes_the_rest(idx_root, tmp_path, slurm_cluster):
+    # one at a time: cancelled once a run has completed and the next is in the middle, with more
+    # epochs left than it can train in KillWait (submitit ignores the SIGTERM before the SIGKILL)
+    shorter = ("model.hidden=[512,256]", "trainer.epochs=300")
+    args = ["-m", "seed=0,1,2", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10",
+            "hydra.launcher.array_parallelism=1", *shorter]
+    run(idx_root, *args[:2], *shorter, f"hydra.sweep.dir={tmp_path / 'straight'}")
+    sweep = tmp_path / "cancelled"
+    proc = start(idx_root, *args, f"hydra.sweep.dir={sweep}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def partly_done() -> bool:
+        recs = results(sweep)
+        return (any(r.status == "complete" for r in recs.values())
+                and any(r.status != "complete" and len(history_epochs(f)) >= 10 for f, r in recs.items()))
+
+    assert wait_until(partly_done, timeout=300)
+    slurm("scancel", "--user", "root")
+    proc.wait(timeout=120)
+    stopped = {f: len(history_epochs(f)) for f, r in results(sweep).items() if r.status != "complete"}
+    done = {f: (f / "results.json").stat().st_mtime_ns for f, r in results(sweep).items() if r.status == "complete"}
+    assert stopped and done  # the relaunch has runs to skip and runs to resume
+    run(idx_root, *args, f"hydra.sweep.dir={sweep}", timeout=400)
+    assert {f: (f / "results.json").stat().st_mtime_ns for f in done} == done  # not retrained
+    for folder in stopped:
+        log = (folder / "run.log").read_text()
+        assert "Resuming from epoch" in log and "in use by" not in log, folder
+    same_runs(tmp_path / "straight", sweep)
+
+
+# ---------------------------------------------------------------- the GPU check, rehearsed on the CPU
+def test_the_gpu_check_runs_on_the_cpu_and_finds_the_resume_bit_identical(idx_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--small",
+                           "--data", str(idx_root), "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines()
+             if line.startswith("| ")]
+    table = dict(cells[1:])  # below the header
+    assert table["SIGKILL at epoch 2 of 6, relaunched"] == "bit-identical to the uninterrupted run"
+    assert "s/epoch" in table["notebook MLP, 1 run"] and "group of 8 seeds, 2 epochs" in table
+    assert table["cudnn.deterministic held"] == "not applicable (no CUDA)"
+    assert "Resuming from epoch" in (tmp_path / "resumed" / "run.log").read_text()  # it was killed, and resumed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -14,6 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import (
+    CONF,
+    CPU_FLAGS,
+    REAL_DATA,
+    Interrupted,
+    OnEpoch,
+    history,
+    interrupt_after,
+    record,
+    write_dataset,
+    write_idx,
+)
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 from torchvision import datasets
@@ -25,16 +38,19 @@ from neuralforge.engine import settle, train
 from neuralforge.models import MLP
 from neuralforge.record.atomic import atomic_write, write_json
 from neuralforge.record.datasets import IDX_FILES
-from neuralforge.record.errors import (CheckpointError, ConfigError, DataError, DivergedError, LockedError,
-                                       NeuralForgeError)
+from neuralforge.record.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergedError,
+    LockedError,
+    NeuralForgeError,
+)
 from neuralforge.record.files import BEST, HISTORY, LAST, LOCK, PREDICTIONS, RESULTS
 from neuralforge.record.liveness import STALE_AFTER_S
 from neuralforge.record.schema import HISTORY_COLUMNS, SCHEMA_VERSION, parse
 from neuralforge.runfolder import RunFolder
 from neuralforge.training import Training
-
-from conftest import (CONF, CPU_FLAGS, REAL_DATA, Interrupted, OnEpoch, history, interrupt_after, record,
-                      write_dataset, write_idx)
 
 
 # ---------------------------------------------------------------- configs
@@ -104,7 +120,7 @@ def test_mlp_shapes_and_parameter_count(hidden):
     assert logits.shape == (3, 5, 10)
     assert model(torch.randn(7, 1, 28, 28)).shape == (3, 7, 10)  # one batch shared by all members
     sizes = [784, *hidden, 10]
-    assert sum(p[0].numel() for p in model.parameters()) == sum(i * o + o for i, o in zip(sizes, sizes[1:]))
+    assert sum(p[0].numel() for p in model.parameters()) == sum(i * o + o for i, o in itertools.pairwise(sizes))
 
 
 def test_mlp_init_is_nn_linear_bounds_and_per_member():
@@ -270,15 +286,16 @@ def test_a_failed_write_keeps_the_file_before_it_and_leaves_no_temporary(tmp_pat
     assert (tmp_path / LAST).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST]
 
-    def interrupted_then_torn(f):  # what torch.save does when Ctrl-C lands inside it
-        try:
-            raise KeyboardInterrupt
-        finally:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")  # noqa: B012
+    for stop in (KeyboardInterrupt, SystemExit):  # Ctrl-C; submitit's exit once SLURM's signal requeued the job
+        def interrupted_then_torn(f, stop=stop):  # what torch.save does when a stop lands inside it
+            try:
+                raise stop
+            finally:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
 
-    with pytest.raises(KeyboardInterrupt):  # an interrupt, not a failure
-        atomic_write(tmp_path / LAST, interrupted_then_torn)
-    assert (tmp_path / LAST).read_bytes() == before
+        with pytest.raises(stop):  # a stop, not a failure
+            atomic_write(tmp_path / LAST, interrupted_then_torn)
+        assert (tmp_path / LAST).read_bytes() == before
     write_json(tmp_path / RESULTS, {"status": "running"})
     with pytest.raises(TypeError):  # not serialisable: fails while writing
         write_json(tmp_path / RESULTS, {"status": object()})
@@ -521,7 +538,8 @@ def test_a_lock_deleted_by_hand_is_taken_again_and_one_taken_by_another_is_left_
                 action(folder / LOCK)
         return [OnEpoch(act)]
 
-    train(make_cfg("trainer.epochs=3"), tmp_path / "a", listeners=at_epoch_1(tmp_path / "a", lambda lock: lock.unlink()))
+    unlocks = at_epoch_1(tmp_path / "a", lambda lock: lock.unlink())
+    train(make_cfg("trainer.epochs=3"), tmp_path / "a", listeners=unlocks)
     assert record(tmp_path / "a").status == "complete"
     assert not (tmp_path / "a" / LOCK).exists()
 
@@ -635,3 +653,17 @@ def test_a_command_line_mistake_is_one_line_naming_the_key(argv, line):
     from neuralforge.commandline import problem
     found = problem(argv, Path(CONF))
     assert (found is None) if line is None else (found.startswith(line) and "\n" not in found)
+
+
+def test_a_requeued_slurm_job_takes_its_own_lock_over_at_once_from_another_node(make_cfg, tmp_path, monkeypatch):
+    lock = tmp_path / LOCK
+    job = {"cluster": "test", "job_id": "41", "restart": 0}
+    lock.write_text(json.dumps({"pid": 4311, "host": "node1", "since": time.time(), "slurm": job}))
+    for key, value in {"SLURM_JOB_ID": "41", "SLURM_CLUSTER_NAME": "test", "SLURM_RESTART_COUNT": "0"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(LockedError, match="in use by pid 4311 on node1"):  # the same restart: that process lives
+        train(make_cfg(), tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the job requeued onto this node: its restart 1
+    train(make_cfg(), tmp_path)
+    rec = record(tmp_path)
+    assert rec.status == "complete" and rec.provenance["slurm"] == {**job, "restart": 1}

@@ -36,9 +36,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], durable: bool = 
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):  # an interrupt right after the rename
             os.unlink(tmp)
-        if isinstance(err.__context__, KeyboardInterrupt):
-            # torch.save's zip writer, interrupted, raises a RuntimeError on its way out: the
-            # run was stopped, not broken (it stays resumable instead of recorded as failed)
+        if isinstance(err.__context__, (KeyboardInterrupt, SystemExit)):
+            # torch.save's zip writer, interrupted (Ctrl-C, or submitit's exit after it requeued
+            # a job on SLURM's signal), raises a RuntimeError on its way out: the run was
+            # stopped, not broken (it stays resumable instead of recorded as failed)
             raise err.__context__ from None
         if disk_full(err) and not isinstance(err, DiskFullError):
             # torch's zip writer reports a full disk as "unexpected pos ...": say what happened

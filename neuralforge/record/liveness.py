@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from neuralforge.record import slurm
 from neuralforge.record.files import LOCK, REFUSED
 from neuralforge.record.schema import State
 
@@ -42,12 +43,14 @@ def gone(host: Any, pid: Any, silent_for: float | None, stale_after: float = STA
 
 def run_state(rec: dict[str, Any], now: float | None = None, host: str | None = None) -> str:
     """A results record's status, with "running" split: "stale" when its process is gone."""
-    status = rec.get("status")
+    status: str = rec.get("status", "")
     if status != State.RUNNING:
         return status
     prov = rec.get("provenance") or {}
     heartbeat = (rec.get("timing") or {}).get("heartbeat")
     silent_for = None if heartbeat is None else (now or time.time()) - heartbeat
+    if prov.get("slurm") and prov.get("host") != (host or socket.gethostname()) and slurm.job_gone(prov["slurm"]):
+        return State.STALE
     return State.STALE if gone(prov.get("host"), prov.get("pid"), silent_for, here=host) else State.RUNNING
 
 
@@ -69,13 +72,18 @@ def lock_holder(path: Path) -> tuple[dict[str, Any], float | None]:
 
 
 def lock_gone(holder: dict[str, Any], age: float) -> str | None:
-    """Why a lock's holder is gone, or None while it may live."""
+    """Why a lock's holder is gone, or None while it may live. A holder SLURM can vouch for is
+    judged by SLURM's facts (slurm.job_gone) before any clock."""
     if not holder:
         return f"an empty lock {age:.0f} s old" if age > EMPTY_AFTER_S else None
     host, pid = holder.get("host"), holder.get("pid")
     here = host == socket.gethostname()
     if here and pid == os.getpid():
         return f"it names this process's pid {pid}, which a gone process had before"
+    if holder.get("slurm") and not here:
+        why = slurm.job_gone(holder["slurm"])
+        if why is not None:
+            return why
     if not gone(host, pid, age):
         return None
     return f"pid {pid} is dead" if here else f"pid {pid} on {host} has not refreshed it for {age:.0f} s"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from neuralforge.record import slurm
 from neuralforge.record.errors import LockedError
 from neuralforge.record.files import LOCK
 from neuralforge.record.liveness import lock_gone, lock_holder
@@ -22,12 +23,15 @@ log = logging.getLogger("neuralforge")
 
 
 class RunLock:
-    """An exclusively created lock file holding pid and host, refreshed by its run every epoch.
+    """An exclusively created lock file holding pid and host (and, in a SLURM job, the job and
+    its restart count), refreshed by its run every epoch.
 
     A lock is taken over when its holder is gone: on this host, when its pid is dead (or is
-    this process's own, left by a process that had the pid before); from another host, which
-    cannot be asked, when it has not been refreshed for `liveness.STALE_AFTER_S`, the rule
-    analysis applies to run records; an empty lock (killed while writing it) after a minute.
+    this process's own, left by a process that had the pid before); from another host, when
+    SLURM says its job ended or was requeued (a requeued job takes its own lock over at once);
+    otherwise, where nobody can be asked, when it has not been refreshed for
+    `liveness.STALE_AFTER_S`, the rule analysis applies to run records; an empty lock (killed
+    while writing it) after a minute.
     """
 
     def __init__(self, folder: Path):
@@ -90,7 +94,11 @@ class RunLock:
 
 
 def _owner() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    job = slurm.this_job()
+    if job is not None:  # what SLURM can vouch for: whether this job still runs, from another host
+        owner["slurm"] = job
+    return owner
 
 
 def _mine(holder: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from neuralforge.record import slurm
 from neuralforge.record.atomic import write_text
 from neuralforge.record.files import SOURCE_DIFF
 
@@ -51,10 +52,16 @@ def provenance(device: str, device_name: str, threads: int) -> dict[str, Any]:
 
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
+    prov = {
         "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "hydra": hydra.__version__, "numpy": np.__version__,
         "git_commit": commit, "git_dirty": None if status is None else bool(status),
         "device": device, "device_name": device_name, "threads": threads,
+        # what a bit-exact resume on a GPU rests on (hardware.configure_cuda); null off CUDA
+        "cudnn_deterministic": torch.backends.cudnn.deterministic if device.startswith("cuda") else None,
         "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv,
     }
+    job = slurm.this_job()
+    if job is not None:
+        prov["slurm"] = job
+    return prov

@@ -133,8 +133,9 @@ class Record:
     timing: Timing = key("below")
     provenance: dict[str, Any] = key("python, torch, torchvision, hydra and numpy versions; git_commit and "
                                      "git_dirty (with source_diff, the path of the diff that rebuilds a modified "
-                                     "tree); device and device_name; threads; host, pid and argv; the dataset "
-                                     "files' sha256; under SLURM, the job")
+                                     "tree); device and device_name; threads; cudnn_deterministic (on CUDA); host, "
+                                     "pid and argv; the dataset files' sha256; under SLURM, `slurm`: the cluster, "
+                                     "job id, restart count and array task")
     dropout_masks: str | None = key("whose generator drew the member's dropout masks", None)
     objective: dict[str, float] | None = key("in a search, the trial's objective values, computed by its job once "
                                              "the group is finished (the same in every member's record)", None)
