@@ -33,7 +33,7 @@ class Anatomy:
 
 
 def has_anatomy(df: pd.DataFrame) -> bool:
-    return df["overrides"].dropna().map(condition_of).notna().any()
+    return bool(df["overrides"].dropna().map(condition_of).notna().any())
 
 
 def by_condition(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -100,7 +100,8 @@ def _absent(df: pd.DataFrame, conditions: dict[str, pd.DataFrame]) -> list[str]:
 def _load_predictions(conditions: dict[str, pd.DataFrame]) -> tuple[dict[str, np.ndarray], str | None]:
     """Each run's predicted test labels by folder, read once (floors and pairs index them), and
     why a condition's could not be read."""
-    loaded, note = {}, None
+    loaded: dict[str, np.ndarray] = {}
+    note = None
     for runs in conditions.values():
         try:
             folders, preds = artifacts.predictions(runs)
@@ -113,8 +114,9 @@ def _load_predictions(conditions: dict[str, pd.DataFrame]) -> tuple[dict[str, np
 
 def _stack(runs: pd.DataFrame, loaded: dict[str, np.ndarray]) -> np.ndarray | None:
     """The runs' predictions as a (runs, test examples) array, or None unless every run left them."""
-    rows = [loaded.get(folder) for folder in runs["folder"]]
-    return None if not rows or any(r is None for r in rows) else np.stack(rows)
+    if runs.empty or not runs["folder"].isin(loaded).all():
+        return None
+    return np.stack([loaded[folder] for folder in runs["folder"]])
 
 
 def _floor(runs: pd.DataFrame, loaded: dict[str, np.ndarray]) -> dict[str, float]:
@@ -123,7 +125,7 @@ def _floor(runs: pd.DataFrame, loaded: dict[str, np.ndarray]) -> dict[str, float
     preds = _stack(runs, loaded)
     if preds is None or len(preds) < 2:
         return {}
-    labels = artifacts.test_labels(runs["folder"].iat[0])
+    labels = artifacts.test_labels(str(runs["folder"].iat[0]))
     out = stats.noise_floor(preds == labels[None, :])
     out["churn"] = stats.stability(preds, labels)["churn"]
     return out

@@ -31,7 +31,7 @@ from neuralforge.record.keys import ADDED_LATER, NOT_A_CONFIG, is_seed_key
 from neuralforge.record.liveness import run_state, without_record  # the sweep summary's rules too
 from neuralforge.record.schema import COMPLETE, Metrics, State, Timing, parse
 
-WITHOUT_RECORD = {  # a manifest's job that left no results.json, but started
+WITHOUT_RECORD: dict[str, str] = {  # a manifest's job that left no results.json, but started
     State.FAILED: ": refused before training (its .refused file says why)",
     State.STALE: ": stopped before its first record (killed or interrupted); it resumes when launched again",
     State.RUNNING: ": in its first epoch (it holds the folder's lock)",
@@ -96,7 +96,7 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike], *, now: floa
     # records write a missing value as null: None, and a column of only None, must be NaN
     runs[list(NUMERIC)] = runs[list(NUMERIC)].apply(pd.to_numeric)
     df = pd.concat([cfg[varying], runs], axis=1)
-    df = df.iloc[sorted(range(len(df)), key=lambda i: _natural(df["folder"].iat[i]))].reset_index(drop=True)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: _natural(str(df["folder"].iat[i])))].reset_index(drop=True)
     df.attrs = {"config_keys": varying, "constants": constants, "roots": [str(r) for r in roots]}
     _mark_repeats(df)
     return df

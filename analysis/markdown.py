@@ -32,14 +32,15 @@ def markdown(table: pd.DataFrame, percent: list[str] | None = None, share: list[
 def _cell(value, column: str, percent: list[str], share: list[str]) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return str(value).replace("|", "\\|")
+    if isinstance(value, numbers.Integral) and column not in percent and column not in share:
+        return str(value)
+    value = float(value)
     if column in percent:
         return f"{100 * value:.2f}"
     if column in share:
         return f"{100 * value:.1f}"
-    if isinstance(value, numbers.Integral):
-        return str(value)
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if column.endswith("_p") or column.endswith("_holm"):

@@ -162,10 +162,10 @@ def churn(matrices: dict[str, pd.DataFrame], path: Path) -> Path:
     fig = Figure(figsize=(4.8 * cols + 1, 4.4 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     vmax = max(100 * m.to_numpy().max() for m in matrices.values()) or 1.0
-    image = None
+    images = []
     for ax, label in zip(axes, labels):
         m = matrices[label]
-        image = ax.imshow(100 * m.to_numpy(), vmin=0, vmax=vmax, cmap="viridis")
+        images.append(ax.imshow(100 * m.to_numpy(), vmin=0, vmax=vmax, cmap="viridis"))
         ticks = range(len(m)) if len(m) <= 16 else []
         ax.set_xticks(ticks, [m.index[i] for i in ticks], rotation=90, fontsize=7)
         ax.set_yticks(ticks, [m.index[i] for i in ticks], fontsize=7)
@@ -176,7 +176,7 @@ def churn(matrices: dict[str, pd.DataFrame], path: Path) -> Path:
         ax.set_visible(False)
     more = f" (first {MAX_PANELS} of {len(matrices)} configs)" if len(matrices) > MAX_PANELS else ""
     fig.suptitle(f"Churn: pairwise disagreement of test predictions{more}")
-    fig.colorbar(image, ax=axes[:len(labels)].tolist(), label="disagreement (% of test examples)")
+    fig.colorbar(images[-1], ax=axes[:len(labels)].tolist(), label="disagreement (% of test examples)")
     return _save(fig, path)
 
 
@@ -200,7 +200,7 @@ def anatomy(values: dict[str, np.ndarray], table: pd.DataFrame, metric: str, pat
 
     for i, (name, colour) in enumerate(zip(names, colours)):
         v = s * values[name]
-        floor = rows.at[name, "floor_std"] if "floor_std" in rows.columns else math.nan
+        floor = float(rows["floor_std"].loc[name]) if "floor_std" in rows.columns else math.nan
         if np.isfinite(floor) and len(v):
             ax.bar(i - 0.17, 2 * s * floor, bottom=v.mean() - s * floor, width=0.34, color="0.85", zorder=0,
                    label=once("test-set noise floor: mean ± floor std (Jordan 2023)"))

@@ -288,7 +288,7 @@ def read(sweep_dir: str | Path) -> tuple[Rules, dict[str, Any], Race]:
         raise AnalysisError(f"{sweep_dir} holds a {manifest.get('kind', 'grid')} sweep, not a race "
                             f"(python run.py -m ... hydra/sweeper=nf_race makes one)")
     rules = rules_of(manifest["race"]["settings"])
-    return rules, manifest, decide(values(sweep_dir, manifest), rules)
+    return rules, manifest, decide(values(Path(sweep_dir), manifest), rules)
 
 
 # ---------------------------------------------------------------- what a race shows

@@ -58,11 +58,12 @@ def describe(values, seed: int = 0, bounds: tuple[float, float] = (-math.inf, ma
         return out
     out["std"] = x.std(ddof=1)
     out["sem"] = stats.sem(x)
-    out["ci_low"], out["ci_high"] = clip(*bootstrap((x,), np.mean, seed)[:2], bounds)
+    low, high, _ = bootstrap((x,), np.mean, seed)
+    out["ci_low"], out["ci_high"] = clip(low, high, bounds)
     out["std_low"], out["std_high"], out["std_se"] = bootstrap((x,), _std, seed)
     if out["sem"] > 0:
-        out["t_low"], out["t_high"] = clip(*stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"]),
-                                           bounds)
+        low, high = stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"])
+        out["t_low"], out["t_high"] = clip(low, high, bounds)
     else:
         out["t_low"] = out["t_high"] = out["mean"]
     return out

@@ -9,23 +9,29 @@ import sqlite3
 import warnings
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.errors import AnalysisError
 from analysis.plots import DPI
 from neuralforge.record.study import StudyAttr
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.axes import Axes
+    from optuna.storages import BaseStorage
 
 # PED-ANOVA compares the top trials' parameter density with all trials': with fewer complete
 # trials than this its shares are mostly noise
 FEW_TRIALS = 20
 
 
-def find_storages(folder: str | Path) -> list[tuple[str, object]]:
+def find_storages(folder: str | Path) -> list[tuple[str, str | BaseStorage]]:
     """(file, storage) for each Optuna storage directly in `folder`."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     folder = Path(folder)
-    found: list[tuple[str, object]] = []
+    found: list[tuple[str, str | BaseStorage]] = []
     for db in sorted(folder.glob("*.db")):
         if _is_optuna_db(db):
             found.append((str(db), f"sqlite:///{db.resolve()}"))
@@ -36,7 +42,7 @@ def find_storages(folder: str | Path) -> list[tuple[str, object]]:
     return found
 
 
-def load(folders: list[str | Path], name: str | None = None):
+def load(folders: list[str | Path], name: str | None = None) -> optuna.Study | None:
     """The one study in the storages under `folders` (or the one called `name`); None when
     there is no storage."""
     import optuna
@@ -62,7 +68,6 @@ def load(folders: list[str | Path], name: str | None = None):
 def plot(study, history_path: Path, importance_path: Path) -> list[str]:
     """Optimisation history and parameter importances (PED-ANOVA: no scikit-learn needed).
     Returns notes on what could not be drawn."""
-    import matplotlib.pyplot as plt
     import optuna
     from matplotlib.ticker import MaxNLocator, PercentFormatter
     from optuna.importance import PedAnovaImportanceEvaluator
@@ -78,8 +83,7 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
         ax.set_xlabel("trial")
         # The harness's objective: validation accuracy, averaged over a trial's seeds
         ax.set_ylabel("objective: validation accuracy (%)")
-        ax.figure.savefig(history_path, dpi=DPI, bbox_inches="tight")
-        plt.close(ax.figure)
+        _save(ax, history_path)
         try:
             # No target: given one, PED-ANOVA assumes lower is better; left alone it reads the
             # study's direction. Importances are shares, the same for any scale of the objective.
@@ -95,15 +99,13 @@ def plot(study, history_path: Path, importance_path: Path) -> list[str]:
                 notes.append(f"parameter importances come from only {done} complete trials (under {FEW_TRIALS}): "
                              f"a rough guide")
             ax.set_ylabel("hyperparameter")
-            ax.figure.savefig(importance_path, dpi=DPI, bbox_inches="tight")
-            plt.close(ax.figure)
+            _save(ax, importance_path)
     return notes
 
 
 def plot_pareto(study, path: Path) -> list[str]:
     """The trials of a multi-objective study in its objectives' space, the Pareto front marked.
     Returns notes on what could not be drawn."""
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as vis
 
@@ -115,8 +117,7 @@ def plot_pareto(study, path: Path) -> list[str]:
             ax = vis.plot_pareto_front(study, target_names=names)
         except ValueError as err:  # more than three objectives
             return [f"Pareto front not drawn: {err}"]
-        ax.figure.savefig(path, dpi=DPI, bbox_inches="tight")
-        plt.close(ax.figure)
+        _save(ax, path)
     return []
 
 
@@ -137,3 +138,12 @@ def _is_journal(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(first, dict) and "op_code" in first
+
+
+def _save(ax: Axes, path: Path) -> None:
+    import matplotlib.pyplot as plt  # Optuna draws on pyplot's figures, which pyplot must close
+
+    fig = ax.get_figure(root=True)
+    assert fig is not None  # an Axes that Optuna drew is on a figure
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)

@@ -15,7 +15,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from notebook import configure, machine
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import collect  # noqa: E402
+from analysis import collect
+from neuralforge.record.files import HISTORY, PREDICTIONS, RESULTS
 
 WIDTHS = ["[64]", "[128]", "[256]", "[128, 64]", "[256, 128]"]
 LRS = [3e-4, 1e-3, 3e-3, 1e-2]
@@ -66,10 +67,10 @@ def write_run(folder: Path, hidden: str, lr: float, member: int, n_seeds: int, o
         "provenance": {"python": "3.11.7", "torch": "2.14.1", "host": "node1", "pid": 4242,
                        "dataset_sha256": {"t10k-labels-idx1-ubyte": "0" * 64}},
     }
-    (folder / "results.json").write_text(json.dumps(record, indent=2))
+    (folder / RESULTS).write_text(json.dumps(record, indent=2))
     header = ",".join(rows[0])
-    (folder / "history.csv").write_text("\n".join([header, *(",".join(map(repr, r.values())) for r in rows)]) + "\n")
-    np.save(folder / "predictions.npy", rng.integers(0, 10, N_TEST, dtype=np.uint8))
+    (folder / HISTORY).write_text("\n".join([header, *(",".join(map(repr, r.values())) for r in rows)]) + "\n")
+    np.save(folder / PREDICTIONS, rng.integers(0, 10, N_TEST, dtype=np.uint8))
 
 
 def write_sweep(root: Path, n_runs: int) -> None:

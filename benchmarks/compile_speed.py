@@ -8,10 +8,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from notebook import machine
 
 from neuralforge import hardware
 from neuralforge.models import MLP
-from notebook import machine
 
 STEPS, BATCH = 800, 64
 

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from notebook import configure, data_root, harness_config, machine
 from scipy import stats
 
 from neuralforge.engine import Listener, train
 from neuralforge.record.schema import read_results
 from neuralforge.runfolder import member_folders
-from notebook import configure, data_root, harness_config, machine
 
 K = 32
 SEQUENTIAL = """\

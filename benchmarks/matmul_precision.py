@@ -14,15 +14,14 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from notebook import configure, data_root, harness_config, machine
 from scipy import stats
 
 from neuralforge.engine import settle
 from neuralforge.training import Training
-from notebook import configure, data_root, harness_config, machine
 
 PRECISIONS = ("highest", "medium")
 

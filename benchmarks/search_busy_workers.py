@@ -12,7 +12,8 @@ to its next trial's start: the job's end, the tell, the ask, the launch and Hydr
 set-up), and the tail (once the last trial has started, the worker that ends first has
 nothing left to start). With batches, waiting for a batch's slowest trial is in the gaps.
 
-    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py [--trials 10] [--seeds 1] [--batch-size 256]
+    NEURALFORGE_DATA=/path/to/data flock /tmp/nf-heavy.lock python benchmarks/search_busy_workers.py \
+        [--trials 10] [--seeds 1] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ SWEEPERS = {
 
 
 def search(sweep_dir: Path, sweeper: list[str], args: argparse.Namespace) -> dict:
-    command = [sys.executable, "run.py", "-m", sweeper[0], "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+    command = [sys.executable, "run.py", "-m", sweeper[0], "hydra/sweeper/sampler=random",
+               "hydra.sweeper.sampler.seed=0",
                f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
                "hydra.launcher.n_jobs=2", "trainer.epochs=choice(1,2,3,4,5,6)", "threads=1", "device=cpu",
                f"trainer.batch_size={args.batch_size}", f"n_seeds={args.seeds}", f"hydra.sweep.dir={sweep_dir}",
@@ -90,7 +92,8 @@ def main() -> None:
     if not os.environ.get("NEURALFORGE_DATA"):
         raise SystemExit("set NEURALFORGE_DATA to the folder that holds MNIST/raw")
     print(f"CPU: {hardware.device_name(torch.device('cpu'))}, {hardware.available_cores()} cores; joblib, 2 workers of "
-          f"1 thread; {args.trials} trials of {args.seeds} seeds at batch {args.batch_size}, trainer.epochs drawn from 1..6 "
+          f"1 thread; {args.trials} trials of {args.seeds} seeds at batch {args.batch_size}, "
+          f"trainer.epochs drawn from 1..6 "
           f"(random sampler, seed 0)")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -129,7 +129,8 @@ def main() -> None:
                         "(default: each pruner's own)")
     parser.add_argument("--threads", type=int, default=hardware.available_cores())
     parser.add_argument("--pruners", default="none,seed_noise,median,hyperband",
-                        help="the searches, `none` first; arguments after colons: successive_halving:reduction_factor=3")
+                        help="the searches, `none` first; arguments after colons: "
+                             "successive_halving:reduction_factor=3")
     parser.add_argument("--keep", type=Path, help="keep the searches here, and reuse those finished")
     parser.add_argument("--replay", nargs="?", const="", metavar="PRUNERS",
                         help="also replay the unpruned search through each pruner searched, or through these")
@@ -141,10 +142,13 @@ def main() -> None:
     if specs[0] != "none":
         raise SystemExit("--pruners: give `none` first, the search the others are compared with")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"CPU: {hardware.device_name(torch.device('cpu'))}, {hardware.available_cores()} cores; torch threads {args.threads}")
-    print(f"hparams_search=mlp_recipe, {args.trials} trials of {args.seeds} seeds, trainer.epochs=choice({args.epochs}), "
-          f"sampler seed 0 (the preset's)" + (f"; median, percentile and seed_noise wait for {args.startup} complete trials "
-          f"unless told" if args.startup is not None else ""))
+    print(f"CPU: {hardware.device_name(torch.device('cpu'))}, {hardware.available_cores()} cores; "
+          f"torch threads {args.threads}")
+    waits = (f"; median, percentile and seed_noise wait for {args.startup} complete trials unless told"
+             if args.startup is not None else "")
+    print(f"hparams_search=mlp_recipe, {args.trials} trials of {args.seeds} seeds, "
+          f"trainer.epochs=choice({args.epochs}), "
+          f"sampler seed 0 (the preset's){waits}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = (args.keep or Path(tmp)).resolve()

@@ -33,10 +33,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from neuralforge import hardware, records  # noqa: E402
-
 from conftest import FAST, write_dataset  # noqa: E402
 from servers import postgres_server  # noqa: E402
+
+from neuralforge import hardware  # noqa: E402
+from neuralforge.record.files import LOG  # noqa: E402
+from neuralforge.record.schema import read_results  # noqa: E402
 
 STUDY = "storage_bench"
 
@@ -46,7 +48,8 @@ def search(data: Path, storage: str, sweep_dir: Path, study_name: str, processes
     command = [sys.executable, "run.py", "-m", "hparams_search=mlp_optuna", f"data.root={data}", *FAST,
                "seeds_per_trial=1", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
                f"hydra.sweeper.n_jobs={jobs}", f"hydra.sweeper.n_trials={trials}",
-               f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study_name}", f"hydra.sweep.dir={sweep_dir}"]
+               f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study_name}",
+               f"hydra.sweep.dir={sweep_dir}"]
     env = {k: v for k, v in os.environ.items() if k != "NEURALFORGE_DATA"}
     logs = [sweep_dir.parent / f"{sweep_dir.name}.{i}.log" for i in range(processes)]
     start = time.perf_counter()
@@ -59,10 +62,10 @@ def search(data: Path, storage: str, sweep_dir: Path, study_name: str, processes
     for t in study.trials:
         folder = sweep_dir / f"trial_{t.number:04d}"
         ended = t.state.name in ("COMPLETE", "PRUNED")
-        rec = records.read_results(folder) if (folder / records.RESULTS).exists() else None
-        lost += not (ended and rec is not None and rec["status"] == t.state.name.lower()
-                     and rec["config"]["trial"] == t.number)
-        log = folder / "run.log"
+        rec = read_results(folder)
+        lost += not (ended and rec is not None and rec.status == t.state.name.lower()
+                     and rec.config["trial"] == t.number)
+        log = folder / LOG
         twice += log.exists() and log.read_text().count("Training seed") > 1
     said = "".join(log.read_text() for log in logs)
     twice += said.count("by a process that is gone: this search resumes it")

@@ -17,9 +17,9 @@ import resource
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+from notebook import configure, data_root, harness_epoch, machine, notebook_epoch
 
 from neuralforge.config import MATMUL_PRECISIONS
-from notebook import configure, data_root, harness_epoch, machine, notebook_epoch
 
 
 def row(root: str, k: int, device: str, precision: str) -> tuple[float, float]:

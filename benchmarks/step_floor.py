@@ -20,9 +20,9 @@ import sys
 import time
 
 import torch
+from notebook import configure, data_root, harness_epoch, harness_run, machine
 
 from neuralforge.training import gather
-from notebook import configure, data_root, harness_epoch, harness_run, machine
 
 BARE = "model.hidden=[1,1]"
 KERNELS = ("layer 1", "its weight gradient", "fused Adam")

@@ -11,9 +11,9 @@ import sys
 import time
 
 import torch
+from notebook import configure, data_root, harness_run, machine
 
 from neuralforge.training import gather, member_loss
-from notebook import configure, data_root, harness_run, machine
 
 PHASES = ("gather", "forward", "loss", "clear grads", "backward", "optimizer", "accounting")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -47,22 +47,24 @@ def load(path: Path, remedy: str = RESTART) -> dict[str, Any]:
     return obj
 
 
+@dataclass(frozen=True)
 class _Saved:
-    """A checkpoint dataclass: its fields are the file's keys, all tensors and primitives."""
+    """A checkpoint dataclass: its fields are the file's keys, all tensors and primitives, but
+    `path`, where it was read from, which is not saved."""
 
-    path: Path
+    path: Path = field(default=Path(), compare=False, kw_only=True)
 
     def save(self, path: Path) -> None:
         # not dataclasses.asdict, which would deep-copy every tensor
-        save({f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}, path)  # type: ignore[arg-type]
+        save({f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}, path)
 
     @classmethod
-    def load(cls, path: Path, remedy: str = RESTART) -> Any:
+    def load(cls, path: Path, remedy: str = RESTART) -> Self:
         return cls.from_dict(load(path, remedy), path, remedy)
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any], path: Path, remedy: str = RESTART) -> Any:
-        names = {f.name for f in fields(cls) if f.name != "path"}  # type: ignore[arg-type]
+    def from_dict(cls, obj: dict[str, Any], path: Path, remedy: str = RESTART) -> Self:
+        names = {f.name for f in fields(cls) if f.name != "path"}
         if not names <= set(obj):
             raise CheckpointError(f"{path} is not a NeuralForge {cls.__name__} (it lacks "
                                   f"{', '.join(sorted(names - set(obj)))}). {remedy}")
@@ -84,7 +86,6 @@ class LastState(_Saved):
     best_predictions: torch.Tensor  # (K, n_test) uint8 at each member's chosen epoch
     elapsed: float
     started: float
-    path: Path = field(default=Path(), compare=False)  # where it was read from; not saved
 
 
 @dataclass(frozen=True)
@@ -100,4 +101,3 @@ class BestState(_Saved):
     epoch: int
     selection: str  # what chose the epoch: val_acc, or test_acc with data.val_size=0
     score: float  # its value there
-    path: Path = field(default=Path(), compare=False)

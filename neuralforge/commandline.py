@@ -25,7 +25,7 @@ def one_config(overrides: list[str]) -> list[str]:
     out = []
     for o in OverridesParser.create().parse_overrides(overrides):
         if not o.is_sweep_override():
-            out.append(o.input_line)
+            out.append(str(o.input_line))
         elif o.is_discrete_sweep():
             out.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
     return out
@@ -54,9 +54,10 @@ def problem(argv: list[str], config_dir: Path, config_name: str = "config") -> s
 
 
 def _key_problem(cause: BaseException | None) -> str | None:
-    if not isinstance(cause, OmegaConfBaseException) or not getattr(cause, "full_key", None):
+    key = cause.full_key if isinstance(cause, OmegaConfBaseException) else None
+    if not key:
         return None
-    key, first = cause.full_key, str(cause).strip().splitlines()[0]
+    first = str(cause).strip().splitlines()[0]
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         guess = re.search(r"Did you mean: '(\w+)'", first)
         hint = f"did you mean {key.rpartition('.')[0] + '.' if '.' in key else ''}{guess[1]}? " if guess else ""

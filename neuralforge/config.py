@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -32,6 +32,15 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 
 Need = Callable[[bool, str], None]  # need(ok, message): the message is the one-line error
+
+
+class GroupSchema(Protocol):
+    """The schema of a model, optimizer or scheduler option: its target and the check of its keys."""
+
+    _target_: str
+
+    @staticmethod
+    def check(node: DictConfig, need: Need) -> None: ...
 
 
 def key(default: Any = MISSING, help: str = "", *, factory: Any = None) -> Any:
@@ -172,7 +181,7 @@ class CosineConf:
 class OneCycleConf:
     _target_: str = "neuralforge.schedules.one_cycle"
     _partial_: bool = True
-    max_lr: float = key("${optimizer.lr}", "the peak learning rate")  # type: ignore[assignment]
+    max_lr: float = key("${optimizer.lr}", "the peak learning rate")
     pct_start: float = key(0.25, "fraction of the steps spent rising to max_lr")
     div_factor: float = key(25.0, "the first learning rate is max_lr / div_factor")
     final_div_factor: float = key(1e4, "the last learning rate is the first / final_div_factor")
@@ -198,11 +207,11 @@ class TrainerConf:
 
 @dataclass
 class SeedsConf:
-    init: int = key("${seed}", "initial weights")  # type: ignore[assignment]
-    order: int = key("${seed}", "the order of training examples, each epoch")  # type: ignore[assignment]
-    split: int = key("${seed}", "which training images are held out for validation")  # type: ignore[assignment]
-    augment: int = key("${seed}", "the random shifts")  # type: ignore[assignment]
-    dropout: int = key("${seed}", "the dropout masks")  # type: ignore[assignment]
+    init: int = key("${seed}", "initial weights")
+    order: int = key("${seed}", "the order of training examples, each epoch")
+    split: int = key("${seed}", "which training images are held out for validation")
+    augment: int = key("${seed}", "the random shifts")
+    dropout: int = key("${seed}", "the dropout masks")
 
 
 @dataclass
@@ -261,9 +270,18 @@ def register() -> None:
 register()
 
 
-def schema_of(node: DictConfig) -> type | None:
+def schema_of(node: DictConfig | dict[str, Any]) -> type[GroupSchema] | None:
     """The schema of a model, optimizer or scheduler node, by its _target_ (None: a model of one's own)."""
-    return next((c for _, _, c in SCHEMAS if getattr(c, "_target_", None) == node.get("_target_")), None)
+    found = next((c for _, _, c in SCHEMAS if getattr(c, "_target_", None) == node.get("_target_")), None)
+    return cast("type[GroupSchema] | None", found)  # the schemas that have a _target_ are GroupSchemas
+
+
+def plain(node: Any, resolve: bool = False, throw_on_missing: bool = False) -> dict[str, Any]:
+    """A config mapping as plain dicts and lists, keyed by str as every config here is."""
+    out = OmegaConf.to_container(node, resolve=resolve, throw_on_missing=throw_on_missing)
+    if not isinstance(out, dict):
+        raise TypeError(f"a config mapping was expected, not {type(out).__name__}")
+    return cast(dict[str, Any], out)
 
 
 def _unknown_keys(cfg: DictConfig) -> list[str]:
@@ -307,7 +325,7 @@ def validate(cfg: DictConfig) -> None:
         value = d[key]
         numbers = list(value) if OmegaConf.is_list(value) else [value]
         is_number = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers]
-        need(value is None or (numbers and all(is_number)),
+        need(value is None or (bool(numbers) and all(is_number)),
              f"data.{key} must be a number, a list of one per channel, or null (computed from the training images); "
              f"got {value}")
     need(d.std is None or all(v > 0 for v in (list(d.std) if OmegaConf.is_list(d.std) else [d.std])),
@@ -339,7 +357,7 @@ def validate(cfg: DictConfig) -> None:
          "objective val_acc_std is the spread over a group's seeds: set n_seeds >= 2 (in a search, seeds_per_trial)")
     need(cfg.init_perturb >= 0, f"init_perturb must be >= 0 (0: off), got {cfg.init_perturb}")
     sources = varied_sources(cfg.vary)
-    need(cfg.vary in (VARY_ALL, VARY_PERTURB) or (sources and set(sources) <= set(SEED_SOURCES)),
+    need(cfg.vary in (VARY_ALL, VARY_PERTURB) or (bool(sources) and set(sources) <= set(SEED_SOURCES)),
          f"vary={cfg.vary!r} is unknown: use {VARY_ALL}, {VARY_PERTURB}, or seed sources joined by + "
          f"(of {', '.join(SEED_SOURCES)}), e.g. vary=init+order")
     if cfg.n_seeds > 1 and cfg.vary != VARY_ALL:  # members differing only where nothing is drawn: copies
@@ -352,8 +370,7 @@ def validate(cfg: DictConfig) -> None:
 
 def resolve(cfg: DictConfig, *, threads: int, device: str) -> dict[str, Any]:
     """The fully resolved config as plain data, with the runtime choices filled in."""
-    spec = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert isinstance(spec, dict)
+    spec = plain(cfg, resolve=True, throw_on_missing=True)
     spec.pop("hydra", None)
     for key in ("root", "path"):
         if spec["data"].get(key) is not None:
@@ -381,9 +398,10 @@ def _pop(tree: dict[str, Any], dotted: str, only_if: Any = _ANY) -> None:
     """Delete the key at a dotted path, if there (and, given only_if, if it holds that value)."""
     *parents, key = dotted.split(".")
     for name in parents:
-        tree = tree.get(name)
-        if not isinstance(tree, dict):
+        node = tree.get(name)
+        if not isinstance(node, dict):
             return
+        tree = node
     if key in tree and (only_if is _ANY or tree[key] == only_if):
         del tree[key]
 

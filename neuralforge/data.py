@@ -193,6 +193,7 @@ def load(d: dict[str, Any], device: torch.device) -> Tensors:
                 raise DataError(f"{ds.name} files in {dataset_files(d)[0].parent} are corrupt or incomplete ({err}). "
                                 f"Delete them to download them again, or point data.root elsewhere.") from None
             arrays[f"{split}_x"], arrays[f"{split}_y"] = _arrays(ds, obj)
+        assert ds.num_classes is not None  # the table gives each built-in dataset its classes
         num_classes = ds.num_classes
     shift, side = d["augment"]["shift"], min(arrays["train_x"].shape[2:])
     if shift >= side:
@@ -219,6 +220,8 @@ def normalized(arrays: dict[str, torch.Tensor], mean: Any, std: Any, num_classes
         mean = train_x.mean(dim=(0, 2, 3)).tolist()
     if std is None:
         std = train_x.std(dim=(0, 2, 3), correction=0).clamp_min(1e-6).tolist()
+    m: torch.Tensor | float
+    s: torch.Tensor | float
     if any(isinstance(v, (list, tuple)) and len(set(v)) > 1 for v in (mean, std)):
         m, s = (torch.tensor(v, device=device).view(-1, 1, 1) for v in (mean, std))
     else:  # one number: the scalar operations that have always normalized MNIST

@@ -53,7 +53,8 @@ class Members(nn.Module):
     def forward(self, x: torch.Tensor, dropout_generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
         shared = x.dim() == len(self.in_shape) + 1
         group = vmap(self._member, in_dims=(0, 0, None if shared else 0), randomness="different")
-        params, buffers = dict(self.net.named_parameters()), dict(self.net.named_buffers())
+        params: dict[str, torch.Tensor] = dict(self.net.named_parameters())
+        buffers = dict(self.net.named_buffers())
         if not (self.training and dropout_generators):
             return group(params, buffers, x)
         with drawing_from(dropout_generators[0]):
@@ -88,6 +89,8 @@ def drawing_from(generator: torch.Generator) -> Iterator[None]:
     """Let torch's global generator on `generator`'s device draw `generator`'s stream, which then
     goes on from where the global one stopped; the global one is left as it was."""
     device = generator.device
+    get: Callable[[], torch.Tensor]
+    put: Callable[[torch.Tensor], object]
     if device.type == "cpu":
         get, put, forked = torch.get_rng_state, torch.set_rng_state, []
     else:

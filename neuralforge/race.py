@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from analysis import racing, sequential
 from analysis.markdown import markdown
 from neuralforge import sweeps
+from neuralforge.config import plain
 from neuralforge.record.errors import ConfigError, SearchError
 from neuralforge.record.files import MANIFEST
 from neuralforge.record.keys import SEED_KEYS
@@ -69,7 +70,8 @@ ConfigStore.instance().store(group="hydra/sweeper", name="nf_race", node=NFRaceS
 class NFRaceSweeper(Sweeper):
     def __init__(self, params: DictConfig | None = None, **settings: Any) -> None:
         self.params = params
-        self.settings = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in settings.items()}
+        self.settings: dict[str, Any] = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+                                         for k, v in settings.items()}
         self.config: DictConfig | None = None
         self.launched = 0
 
@@ -142,7 +144,7 @@ class NFRaceSweeper(Sweeper):
 
     def start(self, configs: dict[str, list[str]], base: int) -> dict[str, Any]:
         """Write the race into the manifest, or check that a relaunch races what the folder holds."""
-        race = {"settings": {k: self.settings[k] for k in racing.SETTINGS}, "seed": base,
+        race: dict[str, Any] = {"settings": {k: self.settings[k] for k in racing.SETTINGS}, "seed": base,
                 "configs": [{"config": c, "overrides": o} for c, o in configs.items()]}
         path = self.sweep_dir / MANIFEST
         old = json.loads(path.read_text()) if path.exists() else {}
@@ -168,7 +170,7 @@ class NFRaceSweeper(Sweeper):
                   base: int) -> dict[str, Any]:
         """Launch the next round's jobs whose runs have not all ended; return the manifest."""
         first, count = race.next_seeds(rules)
-        jobs = []
+        jobs: list[dict[str, Any]] = []
         for config in race.left:
             overrides = [*configs[config], f"seed={base + first}", f"n_seeds={count}"]
             jobs.append({"overrides": overrides, "folder": self.folder(overrides), "config": config,
@@ -179,6 +181,7 @@ class NFRaceSweeper(Sweeper):
                  base + first + count - 1, len(todo),
                  f" ({len(jobs) - len(todo)} already done)" if len(todo) < len(jobs) else "")
         if todo:
+            assert self.launcher is not None
             returns = self.launcher.launch([j["overrides"] for j in todo], initial_job_idx=self.launched)
             self.launched += len(todo)
             for job, ret in zip(todo, returns):
@@ -196,7 +199,7 @@ class NFRaceSweeper(Sweeper):
     def folder(self, overrides: list[str]) -> str:
         """The job folder Hydra gives these overrides: sweeps.expected_jobs' resolution, for one job."""
         assert self.config is not None
-        cfg = OmegaConf.create(OmegaConf.to_container(self.config, resolve=False))
+        cfg = OmegaConf.create(plain(self.config))
         cfg.hydra.sweeper.params = None
         cfg.hydra.overrides.task = overrides
         return sweeps.expected_jobs(cfg)[0]["folder"]

@@ -129,7 +129,8 @@ class RunFolder:
             return None
         saved = checkpoint.load(path)
         if saved.get("fingerprint") != self.fp:
-            raise CheckpointError(f"{path} belongs to another config ({differences(saved.get('config'), self.spec)}). "
+            theirs = saved.get("config") or {}
+            raise CheckpointError(f"{path} belongs to another config ({differences(theirs, self.spec)}). "
                                   f"Refusing to resume: give this command the first one's settings, or use "
                                   f"another output folder.")
         return LastState.from_dict(saved, path)
@@ -149,6 +150,7 @@ class RunFolder:
         the lock's heartbeat."""
         for k in outcome.new_best if outcome else ():
             m = training.members[k]
+            assert m.best_epoch is not None  # a new best was just given its epoch
             BestState(model=training.model.member_state(k), config=self.specs[k], fingerprint=self.fp,
                       epoch=m.best_epoch, selection=training.selection, score=m.best_score).save(self.folders[k] / BEST)
         training.state(self.fp).save(self.dir / LAST)

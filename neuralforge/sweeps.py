@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Set
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from neuralforge.config import plain
 from neuralforge.record import anatomy
 from neuralforge.record.atomic import write_bytes, write_json
 from neuralforge.record.errors import ConfigError, RecordError
@@ -46,7 +48,7 @@ def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
     parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
     # Resolve the sweep's own subdir pattern as Hydra will for each job, on an untyped copy
     # (Hydra's own config is read-only).
-    cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    cfg = OmegaConf.create(plain(config))
     # what Hydra's basic sweeper does, through the parser's public API: the product of every
     # key's values, the command line's value of a key replacing the preset's
     choices: dict[str, list[str]] = {}
@@ -58,7 +60,7 @@ def expected_jobs(config: DictConfig) -> list[dict[str, Any]]:
             choices[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
         else:
             raise ConfigError(f"{o.input_line}: a grid sweep takes lists, range() or choice(), not "
-                              f"{o.value_type.name}; "
+                              f"{o.value_type.name if o.value_type else 'that'}; "
                               f"interval() is for hparams_search (Optuna)")
     jobs = []
     for job_overrides in map(list, itertools.product(*choices.values())):
@@ -73,7 +75,7 @@ def restore_hydra_files() -> None:
         write_bytes(path, blob)
 
 
-def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], drop: set[str] = frozenset(),
+def write_manifest(sweep_dir: Path, jobs: list[dict[str, Any]], drop: Set[str] = frozenset(),
                    **extra: Any) -> dict[str, Any]:
     """Add `jobs` to the sweep's manifest, and forget the folders in `drop`. A relaunch that
     widens a sweep adds its new jobs; one that reruns a subset forgets nothing."""
@@ -150,7 +152,7 @@ class SweepCallback(Callback):
         if not _is_grid(config):
             return  # the Optuna sweeper writes its own manifest, one trial at a time
         jobs = expected_jobs(config)
-        extra = {}
+        extra: dict[str, Any] = {}
         if "anatomy" in (config.hydra.sweeper.get("params") or {}):
             extra["left_out"] = anatomy.left_out(config.data.augment.shift, config.model.dropout)
             for condition, why in extra["left_out"].items():

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 from tqdm import tqdm
 
 from neuralforge import checkpoint, data, functional, models
@@ -141,7 +140,7 @@ class Training:
             self._restore(resume)
 
     # ----------------------------------------------------------------- build
-    def _model(self) -> nn.Module:
+    def _model(self) -> models.Stacked | functional.Members:
         """A built-in stacked model as it is; any other nn.Module as K members through torch.func,
         run once on two training images before anything trains; then trainer.init_from's weights."""
         node, allow = self.cfg.model, self.cfg.allow_targets
@@ -150,9 +149,9 @@ class Training:
             factory = build(node, allow, _partial_=True).func  # the target, past the whitelist
         model: models.Stacked | functional.Members
         if isinstance(factory, type) and issubclass(factory, models.Stacked):
-            model = build(node, allow, in_shape=in_shape, num_classes=num_classes, members=self.K)
-            model.reset_parameters(self.gens["init"])
-            model = model.to(self.device)
+            stacked: models.Stacked = build(node, allow, in_shape=in_shape, num_classes=num_classes, members=self.K)
+            stacked.reset_parameters(self.gens["init"])
+            model = stacked.to(self.device)
         else:
             extra = functional.shape_args(factory, list(node), in_shape, num_classes)
             model = functional.build(lambda: build(node, allow, **extra), [s["seeds"]["init"] for s in self.specs],

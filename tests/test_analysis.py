@@ -21,21 +21,30 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CONF, FAST, ROOT, dead_pid, write_dataset, write_record
 from hydra import compose, initialize_config_dir
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from analysis import (collect, compare, expected_max, noise_floor, optimism, problems, report, stability, summarize,
-                      variance)
-from analysis import stats
+from analysis import (
+    collect,
+    compare,
+    expected_max,
+    noise_floor,
+    optimism,
+    problems,
+    report,
+    stability,
+    stats,
+    summarize,
+    variance,
+)
 from analysis.__main__ import main
 from analysis.errors import AnalysisError, NoCompleteRuns
 from analysis.markdown import markdown
 from analysis.report import FILES as REPORT_FILES
 from analysis.variance import components
-from conftest import CONF, FAST, ROOT, dead_pid, write_dataset, write_record
 from neuralforge.engine import train
-
 
 # --------------------------------------------------------------------------- run folders
 
@@ -237,7 +246,8 @@ def test_describe_matches_scipy_and_a_hand_worked_t_interval():
 def test_bootstrap_ci_agrees_with_t_for_many_runs_and_degenerates_sanely():
     x = np.random.default_rng(0).normal(0.97, 0.003, 400)
     d = stats.describe(x)
-    assert d["ci_low"] == pytest.approx(d["t_low"], abs=0.0002) and d["ci_high"] == pytest.approx(d["t_high"], abs=0.0002)
+    assert d["ci_low"] == pytest.approx(d["t_low"], abs=0.0002)
+    assert d["ci_high"] == pytest.approx(d["t_high"], abs=0.0002)
     one = stats.describe([0.9])
     assert one["n"] == 1 and math.isnan(one["std"]) and math.isnan(one["ci_low"])
     same = stats.describe([0.9, 0.9, 0.9])

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CONF, folder_of, results, run, start, wait_until, write_idx, write_record
 from hydra import compose, initialize_config_dir
 
 from analysis import collect, report
 from analysis.__main__ import main
 from analysis.anatomy import anatomy, has_anatomy
-from conftest import CONF, folder_of, results, run, start, wait_until, write_idx, write_record
 from neuralforge import sweeps
 from neuralforge.config import SEED_SOURCES, fingerprint, resolve
 from neuralforge.engine import settle

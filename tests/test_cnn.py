@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import ONE_STEP, record
 
 from neuralforge import checkpoint
 from neuralforge.engine import settle, train
 from neuralforge.models import CNN
 from neuralforge.record.files import LAST
 from neuralforge.training import Training
-
-from conftest import ONE_STEP, record
 
 SMALL = ("model=cnn", "model.channels=[4,8]", "model.hidden=16")
 

@@ -10,23 +10,21 @@ import json
 import subprocess
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, record
 from omegaconf import OmegaConf
 
 from analysis import collect
-from conftest import ROOT, record
 from neuralforge import checkpoint, sweeps
 from neuralforge.config import SCHEMAS
 from neuralforge.engine import train
 from neuralforge.record import keys
 from neuralforge.record.errors import DiskFullError, RecordError
-from neuralforge.record.files import HISTORY, LAST, MANIFEST, REFUSED, RESULTS, TEMP_SUFFIX
-from neuralforge.record.liveness import without_record
+from neuralforge.record.files import HISTORY, LAST, RESULTS, TEMP_SUFFIX
 from neuralforge.record.provenance import keep_source_diff
-from neuralforge.record.schema import FAILED, STALE
+from neuralforge.record.schema import FAILED
 
 
 def test_job_folder_names_leave_out_exactly_the_keys_the_role_table_says():
@@ -99,11 +97,12 @@ def test_a_full_disk_is_named_in_the_error_and_the_record_and_the_relaunch_resum
         if saves.count(True) == 2 and saves[-1]:
             try:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            except OSError:
-                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 409024 vs 408976")
+            except OSError as err:  # how torch.save reports a full disk: a RuntimeError from its OSError
+                torn = "[enforce fail at inline_container.cc:672] . unexpected pos 409024 vs 408976"
+                raise RuntimeError(torn) from err
         save(obj, f)
     monkeypatch.setattr(checkpoint.torch, "save", fills_at_second_last)
-    with pytest.raises(DiskFullError, match="no space left on the device while writing .*last.pt"):
+    with pytest.raises(DiskFullError, match=r"no space left on the device while writing .*last\.pt"):
         train(make_cfg(*overrides), tmp_path / "full")
     rec = record(tmp_path / "full")
     assert rec.status == FAILED and "no space left" in rec.error

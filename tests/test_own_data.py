@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import record
 from torchvision import datasets
 
 import analysis
 from neuralforge import data
 from neuralforge.engine import train
 from neuralforge.record.errors import DataError
-
-from conftest import record
 
 N_TRAIN, N_TEST = 300, 100
 
@@ -131,7 +130,7 @@ def test_a_pt_file_holding_pickled_code_or_a_missing_file_is_refused_in_one_line
 def test_a_shift_as_large_as_the_images_is_refused(make_cfg, tmp_path):
     path = tmp_path / "small.npz"
     np.savez(path, **tensors_arrays(side=(6, 9)))
-    with pytest.raises(DataError, match="data.augment.shift=6 would move 6-pixel images out of themselves"):
+    with pytest.raises(DataError, match=r"data\.augment\.shift=6 would move 6-pixel images out of themselves"):
         train(make_cfg("data=tensors", f"data.path={path}", "data.val_size=50", "data.augment.shift=6"), tmp_path / "r")
 
 

@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from conftest import CONF, FAST, ROOT, Interrupted, interrupt_after, record
 from hydra import compose, initialize_config_dir
 
 from neuralforge import checkpoint, functional
@@ -21,8 +22,6 @@ from neuralforge.engine import settle, train
 from neuralforge.record.errors import ConfigError
 from neuralforge.record.files import BEST, LAST, PREDICTIONS
 from neuralforge.training import Training
-
-from conftest import CONF, FAST, ROOT, Interrupted, interrupt_after, record
 
 ALLOW = "allow_targets=[nf_user_nets.*]"
 
@@ -134,6 +133,7 @@ def test_an_own_models_best_pt_loads_into_a_fresh_module_and_predicts_what_the_r
                                                                                               idx_root, tmp_path):
     train(user_cfg("model=smallnet", "n_seeds=2", "trainer.epochs=2"), tmp_path)
     import nf_user_nets  # the user's own module, on the path user_cfg put it on
+
     from neuralforge import data
     for s in range(2):
         rec = record(tmp_path / f"seed={s}")

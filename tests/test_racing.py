@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, record, results, run, start, wait_until
 from scipy import stats as sps
 
 from analysis import racing, sequential, stats
 from analysis.__main__ import main as analysis_main
 from analysis.racing import ELIMINATED, WINNER, Rules, decide
-from conftest import ROOT, record, results, run, start, wait_until
 from neuralforge.record.atomic import write_json
 from neuralforge.record.files import MANIFEST, RESULTS
 from neuralforge.record.schema import COMPLETE, FAILED
+
 CONFIDENCE = 0.99  # of the binomial CIs the simulations assert with
 
 
@@ -249,7 +249,9 @@ def test_a_race_through_the_sweeper_resumes_a_killed_round_and_decides_as_a_clea
     proc = start(idx_root, *race, f"hydra.sweep.dir={killed}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                  start_new_session=True)
     # killed once the first round's first job has ended and before its second has
-    first_job = lambda: [f for f in killed.glob("*lr=1e-05*") if len(list(f.rglob(RESULTS))) == 4]
+    def first_job():
+        return [f for f in killed.glob("*lr=1e-05*") if len(list(f.rglob(RESULTS))) == 4]
+
     wait_until(lambda: first_job() and all(record(p.parent).status == COMPLETE
                                            for p in first_job()[0].rglob(RESULTS)), timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -16,13 +16,27 @@ import time
 import optuna
 import pytest
 import yaml
+from conftest import (
+    ROOT,
+    SEARCH,
+    FakeLauncher,
+    dead_pid,
+    history_epochs,
+    record,
+    results,
+    run,
+    search_config,
+    start,
+    sweeper_for,
+    wait_until,
+    write_record,
+)
 
-from conftest import (FAST, SEARCH, history_epochs, ROOT, FakeLauncher, dead_pid, record, results, run, search_config, start, sweeper_for,
-                      wait_until, write_record)
 from neuralforge.record.errors import ConfigError
 from neuralforge.record.files import HISTORY, MANIFEST, RESULTS
 from neuralforge.record.study import Attr
 from neuralforge.search.sweeper import Search
+
 
 def study_of(sweep_dir) -> optuna.Study:
     return optuna.load_study(study_name="mlp_optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
@@ -54,7 +68,8 @@ def test_a_search_prunes_trials_of_a_bad_region_and_records_them_as_pruned(idx_r
     assert len(listed) == 2 and all("pruned" in line and "failed" not in line for line in listed)
 
     again = run(idx_root, *args)  # the grid is done: a pruned trial counts, and is never resumed
-    assert "Launching" not in again.stdout + again.stderr and [t.state.name for t in study_of(tmp_path).trials][2] == "PRUNED"
+    assert "Launching" not in again.stdout + again.stderr
+    assert [t.state.name for t in study_of(tmp_path).trials][2] == "PRUNED"
 
 
 @pytest.mark.slow
@@ -99,8 +114,9 @@ def test_two_pruning_searches_share_one_study(idx_root, tmp_path):
 
 @pytest.mark.slow
 def test_a_grid_search_runs_its_grid_and_a_relaunch_trains_nothing(idx_root, tmp_path):
-    args = [*SEARCH, "seeds_per_trial=1", "trainer.epochs=1", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=null",
-            "trainer.batch_size=choice(64,128)", "optimizer.lr=range(0.001,0.004,0.002)", f"hydra.sweep.dir={tmp_path}"]
+    args = [*SEARCH, "seeds_per_trial=1", "trainer.epochs=1", "hydra/sweeper/sampler=grid",
+            "hydra.sweeper.n_trials=null", "trainer.batch_size=choice(64,128)", "optimizer.lr=range(0.001,0.004,0.002)",
+            f"hydra.sweep.dir={tmp_path}"]
     run(idx_root, *args)
     drawn = sorted((t.params["trainer.batch_size"], t.params["optimizer.lr"]) for t in study_of(tmp_path).trials)
     assert drawn == [(64, 0.001), (64, 0.003), (128, 0.001), (128, 0.003)]  # the grid, each point once
@@ -113,7 +129,8 @@ def test_a_grid_search_runs_its_grid_and_a_relaunch_trains_nothing(idx_root, tmp
 @pytest.mark.slow
 def test_a_multi_objective_search_writes_its_pareto_front(idx_root, tmp_path):
     run(idx_root, *SEARCH, "seeds_per_trial=2", "trainer.epochs=1", "objective=[val_acc,n_params]",
-        "hydra.sweeper.direction=[maximize,minimize]", "hydra/sweeper/pruner=none", "model.hidden=choice([8],[64,32])", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.direction=[maximize,minimize]", "hydra/sweeper/pruner=none", "model.hidden=choice([8],[64,32])",
+        "hydra.sweeper.n_trials=3",
         f"hydra.sweep.dir={tmp_path}")
     study = study_of(tmp_path)
     assert len(study.directions) == 2
@@ -139,7 +156,7 @@ def test_a_multi_objective_search_writes_its_pareto_front(idx_root, tmp_path):
 def test_a_search_refuses_objectives_it_cannot_search_in_one_line(tmp_path, overrides, message):
     sweeper = sweeper_for(search_config(tmp_path, *overrides))
     with pytest.raises(ConfigError) as refused:
-        sweeper.check([])  # what sweep() does first, before the study is opened
+        sweeper.check(sweeper.config, [])  # what sweep() does first, before the study is opened
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
@@ -162,7 +179,8 @@ def test_a_search_keeps_n_jobs_trials_in_flight_and_a_worker_asks_again_as_soon_
 def test_the_noise_aware_pruner_spares_a_trial_within_its_seeds_noise_and_prunes_one_beyond_it():
     from neuralforge.search.pruners import SeedNoisePruner
 
-    study = optuna.create_study(direction="maximize", pruner=SeedNoisePruner(k=2.0, percentile=50.0, n_startup_trials=3))
+    pruner = SeedNoisePruner(k=2.0, percentile=50.0, n_startup_trials=3)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
     for value in (0.90, 0.91, 0.92):
         done = study.ask()
         done.report(value, 1)
@@ -202,12 +220,13 @@ def test_the_noise_aware_pruner_by_default_keeps_only_trials_that_may_still_be_t
 def search(tmp_path, *overrides, launcher=None) -> Search:
     """One launch of a search, ready to ask for trials, as sweep() builds it."""
     sweeper = sweeper_for(search_config(tmp_path, *overrides), launcher)
-    plan = sweeper.check([])
+    plan = sweeper.check(sweeper.config, [])
     storage, study = sweeper.open_study(plan)
     return Search(sweeper, plan, storage, study, tmp_path)
 
 
-SPACE = ["hydra.sweeper.params={optimizer.lr:'tag(log,interval(1e-4,1e-1))',trainer.batch_size:'choice(32,64,128,256)'}",
+SPACE = ["hydra.sweeper.params={optimizer.lr:'tag(log,interval(1e-4,1e-1))',"
+         "trainer.batch_size:'choice(32,64,128,256)'}",
          "hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.seed=0"]
 
 
@@ -224,7 +243,7 @@ def test_searches_asking_at_once_draw_different_points_and_a_seed_replays_them(t
 
 def test_a_trial_of_another_host_is_failed_only_once_its_heartbeat_stops(tmp_path, monkeypatch):
     first = search(tmp_path)
-    queued, gone, orphan = first.study.ask(), first.study.ask(), first.study.ask()
+    queued, gone, _orphan = first.study.ask(), first.study.ask(), first.study.ask()
     for trial, beat in ((queued, time.time()), (gone, time.time() - 3600)):
         trial.set_user_attr(Attr.HOST, "node-a")  # a SLURM job: queued for long, or its search died
         trial.set_user_attr(Attr.HEARTBEAT, beat)
@@ -306,7 +325,7 @@ def test_a_search_compares_resolved_settings_and_refuses_a_relaunch_with_others(
 def test_a_search_refuses_bad_input_in_one_line_before_its_study_holds_a_trial(tmp_path, override, message):
     sweeper = sweeper_for(search_config(tmp_path, "hydra/sweeper/pruner=seed_noise", override))
     with pytest.raises(ConfigError) as refused:
-        sweeper.open_study(sweeper.check([]))
+        sweeper.open_study(sweeper.check(sweeper.config, []))
     assert message in str(refused.value) and "\n" not in str(refused.value)
     assert not list(tmp_path.glob("trial_*"))
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ONE_STEP, Interrupted, OnEpoch, interrupt_after, record
 
 from neuralforge import checkpoint
 from neuralforge.checkpoint import BestState
@@ -13,9 +14,6 @@ from neuralforge.engine import settle, train
 from neuralforge.record.errors import DivergedError
 from neuralforge.record.files import BEST, HISTORY, LAST, PREDICTIONS
 from neuralforge.training import Training
-
-from conftest import ONE_STEP, Interrupted, OnEpoch, interrupt_after, record
-
 
 
 def test_group_members_match_single_runs_after_the_first_step(make_cfg, tmp_path):

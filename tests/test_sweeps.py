@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
-
 from conftest import CONF, FAST, ROOT, dead_pid, folder_of, record, results, run, start, wait_until
+
 from neuralforge import hardware, sweeps
 from neuralforge.record.files import MANIFEST, RESULTS
 

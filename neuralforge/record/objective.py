@@ -3,6 +3,7 @@ records; written into those records (`objective`), and read back by the sweeper.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +14,15 @@ from neuralforge.record.errors import ConfigError
 from neuralforge.record.schema import Record, is_accuracy
 
 
+def _val_accs(recs: Sequence[Record]) -> list[float]:
+    # NaN for a record with no validation accuracy, so that the objective says so
+    return [math.nan if r.metrics.val_acc is None else r.metrics.val_acc for r in recs]
+
+
 def _val_acc_std(recs: Sequence[Record]) -> float:
     if len(recs) < 2:
         raise ConfigError("objective val_acc_std is the spread over a trial's seeds: set seeds_per_trial >= 2")
-    return float(np.std([r.metrics.val_acc for r in recs], ddof=1))
+    return float(np.std(_val_accs(recs), ddof=1))
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class Objective:
 
 OBJECTIVES = {
     "val_acc": Objective("validation accuracy at each member's chosen epoch, mean over the group",
-                         lambda recs: float(np.mean([r.metrics.val_acc for r in recs]))),
+                         lambda recs: float(np.mean(_val_accs(recs)))),
     "val_acc_std": Objective("sample standard deviation of val_acc over the group's members", _val_acc_std),
     "wall_seconds": Objective("the group's training time",
                               lambda recs: float(max(r.timing.wall_seconds for r in recs))),

@@ -34,20 +34,27 @@ def distribution(override: Override) -> BaseDistribution:
         value = override.value()
         assert isinstance(value, IntervalSweep)
         log_scale = "log" in value.tags
+        if value.start is None or value.end is None:
+            raise ConfigError(f"hydra.sweeper.params.{key}: {override.input_line} needs both ends: interval(low, high)")
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
     values = list(override.sweep_iterator(transformer=Transformer.encode))
     if not values:
         raise ConfigError(f"hydra.sweeper.params.{key}: {override.input_line} holds no value")
-    if override.is_range_sweep() and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        steps = {Decimal(str(b)) - Decimal(str(a)) for a, b in itertools.pairwise(values)}
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if override.is_range_sweep() and len(numbers) == len(values):
+        steps = {Decimal(str(b)) - Decimal(str(a)) for a, b in itertools.pairwise(numbers)}
         if len(steps) <= 1 and all(s > 0 for s in steps):
             step = steps.pop() if steps else 1
-            if all(isinstance(v, int) for v in values):
-                return IntDistribution(values[0], values[-1], step=int(step))
-            return FloatDistribution(float(values[0]), float(values[-1]), step=float(step))
-    return CategoricalDistribution(values)
+            if all(isinstance(v, int) for v in numbers):
+                return IntDistribution(int(numbers[0]), int(numbers[-1]), step=int(step))
+            return FloatDistribution(float(numbers[0]), float(numbers[-1]), step=float(step))
+    choices = [v for v in values if isinstance(v, (bool, int, float, str))]
+    if len(choices) < len(values):  # encode() writes lists as text; anything else Optuna cannot store
+        raise ConfigError(f"hydra.sweeper.params.{key}: {override.input_line} holds a value Optuna cannot store: "
+                          f"give numbers, strings or lists")
+    return CategoricalDistribution(choices)
 
 
 def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:

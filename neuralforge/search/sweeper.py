@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 import sqlalchemy.exc
@@ -53,7 +53,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from neuralforge import sweeps
-from neuralforge.config import flat, validate
+from neuralforge.config import flat, plain, validate
 from neuralforge.record import objective
 from neuralforge.record.atomic import disk_full, write_text
 from neuralforge.record.errors import ConfigError, DiskFullError, SearchError
@@ -72,6 +72,8 @@ ORPHAN_AFTER_S = 60.0  # a trial with no owner: its search died between asking a
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
 GRID = "optuna.samplers.GridSampler"
 DEFAULT_TRIALS = 20
+Direction = Literal["maximize", "minimize"]
+DIRECTIONS: tuple[Direction, ...] = ("maximize", "minimize")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Plan:
     n_trials: int  # the study's total
     workers: int  # trials in flight at once
     objectives: list[str]
-    directions: list[str]
+    directions: list[Direction]
     pruner: optuna.pruners.BasePruner
     extend: Callable[[DictConfig, optuna.trial.Trial], None] | None  # custom_search_space
 
@@ -104,18 +106,20 @@ class NFOptunaSweeper(Sweeper):
                                                                 task_function=task_function)
 
     def sweep(self, arguments: list[str]) -> None:
-        plan = self.check(arguments)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+        config, launcher = self.config, self.launcher
+        assert config is not None and launcher is not None  # Hydra calls setup() before sweep()
+        plan = self.check(config, arguments)
+        sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         storage, study = self.open_study(plan)
-        self.check_same_search(study, plan)
-        search = Search(self, plan, storage, study, sweep_dir)
+        self.check_same_search(study, plan, config)
+        search = Search(self, plan, storage, study, sweep_dir, config, launcher)
         search.run()
 
     # -------------------------------------------------------------- before anything runs
-    def check(self, arguments: list[str]) -> Plan:
+    def check(self, config: DictConfig, arguments: list[str]) -> Plan:
         """Everything a trial would fail on, refused before the study is touched."""
-        s, config = self.settings, self.config
+        s = self.settings
         if not 0.0 <= self.max_failure_rate <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: give a fraction in [0, 1]")
         if s["n_jobs"] < 1:
@@ -141,9 +145,10 @@ class NFOptunaSweeper(Sweeper):
             raise ConfigError(f"hydra.sweeper.direction={directions} has {len(directions)} entries for "
                               f"objective={objectives}: give one direction per objective, e.g. "
                               f"hydra.sweeper.direction=[{','.join(['maximize'] * len(objectives))}]")
-        bad = [d for d in directions if d not in ("maximize", "minimize")]
+        bad = [d for d in directions if d not in DIRECTIONS]
         if bad:
             raise ConfigError(f"hydra.sweeper.direction={bad[0]} is unknown: use maximize or minimize")
+        chosen = [cast(Direction, d) for d in directions]
         pruner = build_pruner(OmegaConf.to_container(s["pruner"]) if s["pruner"] is not None else None)
         if len(objectives) > 1 and not isinstance(pruner, optuna.pruners.NopPruner):
             raise ConfigError(f"a pruner ({type(pruner).__name__}) with objective={objectives}: Optuna's "
@@ -168,12 +173,13 @@ class NFOptunaSweeper(Sweeper):
             log.info("hydra.sweeper.n_jobs=%d: the basic launcher runs jobs in this process, one trial at a time "
                      "(hydra/launcher=joblib or submitit runs them side by side)", s["n_jobs"])
         return Plan(space=space, fixed=fixed, grid=grid, n_trials=min(n_trials, size) if size else n_trials,
-                    workers=s["n_jobs"] if parallel else 1, objectives=objectives, directions=directions,
+                    workers=s["n_jobs"] if parallel else 1, objectives=objectives, directions=chosen,
                     pruner=pruner, extend=extend)
 
     def sampler(self, plan: Plan, offset: int = 0) -> optuna.samplers.BaseSampler:
         """The sampler, reseeded with its seed plus `offset` (when it has a seed)."""
-        conf, kwargs = self.settings["sampler"], {}
+        conf = self.settings["sampler"]
+        kwargs: dict[str, Any] = {}
         if plan.grid is not None:
             kwargs.update(search_space=plan.grid, _partial_=False)
         if conf.get("seed") is not None:
@@ -207,14 +213,13 @@ class NFOptunaSweeper(Sweeper):
                               f"hydra.sweeper.study_name")
         return storage, study
 
-    def check_same_search(self, study: optuna.Study, plan: Plan) -> None:
+    def check_same_search(self, study: optuna.Study, plan: Plan, config: DictConfig) -> None:
         """Refuse to add trials of another config to a study: only the searched keys may differ."""
-        task = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        task = OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
         try:  # resolved: seeds.init=0 spells out what ${seed} gives with seed=0
-            cfg = OmegaConf.to_container(task, resolve=True)
+            cfg = plain(task, resolve=True)
         except Exception:  # an interpolation only a job can resolve: compare as written
-            cfg = OmegaConf.to_container(task, resolve=False)
-        assert isinstance(cfg, dict)
+            cfg = plain(task)
         # Optuna keeps a parameter's distribution kind, and a choice's values, for the whole study
         for t in study.get_trials(deepcopy=False):
             for name, dist in t.distributions.items():
@@ -240,9 +245,9 @@ class Search:
     the study holds plan.n_trials."""
 
     def __init__(self, sweeper: NFOptunaSweeper, plan: Plan, storage: optuna.storages.BaseStorage,
-                 study: optuna.Study, sweep_dir: Path) -> None:
+                 study: optuna.Study, sweep_dir: Path, config: DictConfig, launcher: Launcher) -> None:
         self.sweeper, self.plan, self.storage, self.study, self.sweep_dir = sweeper, plan, storage, study, sweep_dir
-        self.launcher: Launcher = sweeper.launcher
+        self.config, self.launcher = config, launcher
         self.me = {Attr.HOST: socket.gethostname(), Attr.PID: os.getpid()}
         self.lock = threading.RLock()
         self.in_flight: dict[int, optuna.trial.Trial] = {}
@@ -322,7 +327,7 @@ class Search:
         for name, dist in self.plan.space.items():
             suggest(trial, name, dist)
         if self.plan.extend is not None:
-            self.plan.extend(self.sweeper.config, trial)
+            self.plan.extend(self.config, trial)
         folder = f"trial_{trial.number:04d}"
         job = [*(f"{k}={v}" for k, v in trial.params.items()), *self.plan.fixed, f"trial={trial.number}",
                f"hydra.sweep.subdir={folder}"]
@@ -348,7 +353,7 @@ class Search:
                 stale = True  # this process's pid, from a search before this one: in this process, or one that had it
             else:  # its sweeper refreshes the heartbeat while the trial's job runs or waits in a queue
                 silent_for = now - t.user_attrs.get(Attr.HEARTBEAT, started)
-                stale = gone(host, pid, silent_for, self.sweeper.stale_after_s, here=self.me[Attr.HOST])
+                stale = gone(host, pid, silent_for, self.sweeper.stale_after_s, here=socket.gethostname())
             if not stale:
                 continue
             trial = optuna.trial.Trial(self.study, trial_id(self.study, self.storage, t.number))
@@ -462,7 +467,7 @@ class Search:
         if len(self.plan.objectives) == 1:
             best = study.best_trial
             log.info("Best trial %d: %s, params %s", best.number,
-                     objective.shown({self.plan.objectives[0]: best.value}), best.params)
+                     objective.shown({self.plan.objectives[0]: float(best.values[0])}), best.params)
             result.update(best_trial=best.number, best_params=best.params, best_value=best.value)
         else:
             front = sorted(study.best_trials, key=lambda t: t.number)

@@ -106,9 +106,9 @@ class Reporter(Listener):
             if epoch in frozen.intermediate_values:
                 continue
             # each member's value at that epoch; one stopped earlier (patience) by its last
-            values = [next((r.val_acc for r in reversed(m.history) if r.epoch <= epoch), None)
-                      for m in training.members]
-            values = [v for v in values if v is not None and np.isfinite(v)]
+            found = [next((r.val_acc for r in reversed(m.history) if r.epoch <= epoch), None)
+                     for m in training.members]
+            values = [v for v in found if v is not None and np.isfinite(v)]
             if values:
                 per_seed[str(epoch)] = values
                 missing.append((epoch, float(np.mean(values))))
