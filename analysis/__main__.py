@@ -111,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "compare":
             c.add_argument("--all", action="store_true", help="show every column (p-values, effect sizes, power, "
                                                               "paired test); --csv always writes them all")
+        if name == "summary":
+            c.add_argument("--all", action="store_true", help="show every column (the std's interval, SEM, median, "
+                                                              "range, Student's t interval); --csv writes them all")
         if name == "anatomy":
             c.add_argument("-o", "--out", default="anatomy.png", help="where to draw the figure (default: anatomy.png)")
         if name == "report":
@@ -121,7 +124,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _summary(df: pd.DataFrame, args) -> int:
     table = tables.summarize(df, args.metric, by=args.by, seed=args.seed)
-    _show(f"{args.metric} per config", table, args.csv)
+    shown = table if args.all else tables.compact_summary(table)
+    _show(f"{args.metric} per config", shown, csv_table=table, csv=args.csv)
+    print(f"\n{glossary.explain(shown.columns)}")
+    if not args.all:
+        print("\n(--all shows the std's interval, the SEM, the median, the range and Student's t interval)")
     try:
         floor = tables.noise_floor(df, by=args.by)
     except AnalysisError as err:

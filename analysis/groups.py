@@ -35,8 +35,13 @@ class Group:
 
     @property
     def columns(self) -> dict[str, Any]:
-        """How a table row names this config: its folder's name, else its keys."""
-        return {"config": self.name} if self.name is not None else self.key
+        """How a table row names this config: its folder's name, else its keys; a search's
+        trials by their numbers and the values they drew."""
+        if self.name is not None:
+            return {"config": self.name}
+        if "trial" in self.runs.columns and len(self.runs) and self.runs["trial"].notna().all():
+            return {"trial": ", ".join(str(int(t)) for t in sorted(set(self.runs["trial"]))), **self.key}
+        return self.key
 
 
 def label(columns: dict[str, Any]) -> str:
@@ -79,10 +84,12 @@ def groups(df: pd.DataFrame, by: str | list[str] | None = None) -> list[Group]:
     parts = [Group(dict(zip(keys, values)), part) for values, part in runs.groupby(keys, dropna=False, sort=True)]
     with contextlib.suppress(TypeError):  # values no order compares: pandas' order stays
         parts.sort(key=lambda g: tuple(_as_sorted(g.key[k]) for k in keys))
-    if "trial" in runs.columns and runs["trial"].notna().all():
-        # a search's configs are its trials: listed in the order they were asked for
+    search = "trial" in runs.columns and runs["trial"].notna().all()
+    if search:
+        # a search's configs are its trials: listed in the order they were asked for, each
+        # named by the values it drew (however many keys the search searched)
         parts.sort(key=lambda g: g.runs["trial"].min())
-    if by is None and len(keys) > MAX_LABEL_KEYS:
+    elif by is None and len(keys) > MAX_LABEL_KEYS:
         _name_by_folder(parts, roots)
     return parts
 

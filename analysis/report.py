@@ -112,11 +112,12 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     md("summary.md", f"Summary: {metric_name}", sections)
 
     try:
-        pairs = tables.compare(df, by=by, metric=metric, seed=seed)
+        compared = tables.compare(df, by=by, metric=metric, seed=seed)
     except AnalysisError as err:
         pairs = None
         md("compare.md", "Comparisons", [f"No comparison: {err}."])
     else:
+        pairs = compared
         csv("compare.csv", pairs)
         along = f" along {by}" if by else ""
         shown = tables.compact(pairs)
@@ -174,15 +175,15 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
 
     notes = []
     try:
-        found = optuna_study.load(df.attrs.get("roots", []), study)
+        loaded = optuna_study.load(df.attrs.get("roots", []), study)
     except AnalysisError as err:
-        found, notes = None, [f"no Optuna figures: {err}"]
-    if found is not None:
-        if len(found.directions) > 1:  # several objectives: their trade-off, not a history of one
-            notes = optuna_study.plot_pareto(found, out / "optuna_pareto.png")
+        loaded, notes = None, [f"no Optuna figures: {err}"]
+    if loaded is not None:
+        if len(loaded.directions) > 1:  # several objectives: their trade-off, not a history of one
+            notes = optuna_study.plot_pareto(loaded, out / "optuna_pareto.png")
             written.append({"file": "optuna_pareto.png", "what": REPORT_FILES["optuna_pareto.png"]})
         else:
-            notes = optuna_study.plot(found, out / "optuna_history.png", out / "optuna_importances.png")
+            notes = optuna_study.plot(loaded, out / "optuna_history.png", out / "optuna_importances.png")
             written.append({"file": "optuna_history.png", "what": REPORT_FILES["optuna_history.png"]})
         if (out / "optuna_importances.png").exists():
             written.append({"file": "optuna_importances.png", "what": REPORT_FILES["optuna_importances.png"]})

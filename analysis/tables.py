@@ -9,6 +9,7 @@ fractions at full precision.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,19 @@ def expected_max(df: pd.DataFrame, metric: str = "test_acc", by: str | list[str]
     return _units(pd.concat(frames, ignore_index=True), metric, ["expected_best"])
 
 
+# what `summary` shows by default, after the config's columns; the others are behind --all, and
+# always in --csv
+SUMMARY_COMPACT = ("n", "mean", "std", "ci_low", "ci_high", "min", "max", "small_n")
+
+
+def compact_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """A summary table narrowed to SUMMARY_COMPACT, after the columns that name each config."""
+    named = [c for c in table.columns[:list(table.columns).index("n")]]
+    out = table[[*named, *SUMMARY_COMPACT]]
+    out.attrs = {**table.attrs, "percent": [c for c in table.attrs.get("percent", []) if c in out.columns]}
+    return out
+
+
 # what `compare` shows by default: the difference and P(a > b), each with its CI, the verdict and
 # the counts; the other columns are behind --all, and always in --csv
 COMPARE_COMPACT = ("a", "b", "n_a", "n_b", "diff", "diff_low", "diff_high", "p_a_gt_b", "p_low", "p_high", "verdict")
@@ -80,14 +94,15 @@ def compare(df: pd.DataFrame, by: str | None = None, metric: str = "test_acc", s
     check_metric(df, metric)
     seeds = seed_keys(df)
     if by is None:
+        pairs: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], Group, Group]]
         pairs = [({"a": g.label}, {"b": h.label}, {}, g, h) for g, h in itertools.combinations(groups(df), 2)]
     else:
         group_keys(df, by)  # a clear message when `by` is not a swept key
         strata = [k for k in group_keys(df) if k != by]
         pairs = []
-        for stratum in _split(groups(df, [*strata, by]), strata):
+        for block in _split(groups(df, [*strata, by]), strata):
             pairs += [({"a": show(g.key[by])}, {"b": show(h.key[by])}, {k: g.key[k] for k in strata}, g, h)
-                      for g, h in itertools.combinations(stratum, 2)]
+                      for g, h in itertools.combinations(block, 2)]
     if not pairs:
         raise AnalysisError(f"{by} has one value only, wherever the other keys are equal: nothing to compare"
                             if by else "only one config: nothing to compare")

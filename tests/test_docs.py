@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import CONF
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import RangeSweep
@@ -20,8 +21,6 @@ from analysis import glossary
 from analysis.__main__ import parser as analysis_parser
 from neuralforge import reference
 from neuralforge.config import Config, validate
-
-from conftest import CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
@@ -111,7 +110,8 @@ def _first(o) -> str:
 
 
 def _first_values(words: list[str]) -> list[str]:
-    return [_first(o) if o.is_sweep_override() else o.input_line for o in OverridesParser.create().parse_overrides(words)]
+    parsed = OverridesParser.create().parse_overrides(words)
+    return [_first(o) if o.is_sweep_override() else o.input_line for o in parsed]
 
 
 @pytest.mark.parametrize("where, args", RUN_COMMANDS, ids=[w for w, _ in RUN_COMMANDS])
@@ -119,7 +119,7 @@ def test_every_run_command_in_the_docs_composes_and_passes_the_harness_checks(wh
     if "--config-dir" in args or "-cd" in args:
         folder = args[args.index("--config-dir" if "--config-dir" in args else "-cd") + 1]
         pytest.skip(f"composes with the reader's own config folder ({folder})")
-    jobs, flags = job_overrides(args)
+    jobs, _ = job_overrides(args)
     for overrides in jobs:
         # searched keys (interval(...)) are the sweeper's to draw: composed without them
         overrides = [o for o in overrides if "interval(" not in o and "tag(" not in o]
@@ -145,7 +145,7 @@ def test_the_docs_show_commands_at_all():
 
 
 def test_a_broken_command_is_caught():
-    with pytest.raises(Exception, match="model.hiden"):
+    with pytest.raises(Exception, match=r"model\.hiden"):
         with initialize_config_dir(config_dir=CONF):
             compose("config", overrides=job_overrides(["model.hiden=[1]"])[0][0])
     with pytest.raises(SystemExit):
@@ -156,10 +156,14 @@ def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= README_MAX_LINES
 
 
-def test_the_key_reference_in_the_docs_is_what_the_schema_generates():
-    page = (ROOT / "docs" / "configuration.md").read_text()
-    start, end = page.index(reference.BEGIN), page.index(reference.END) + len(reference.END)
-    assert page[start:end] == reference.generate(), "run: python -m neuralforge.reference, and paste its output"
+@pytest.mark.parametrize("part", list(reference.PARTS))
+def test_each_generated_part_of_the_docs_is_what_the_code_generates(part):
+    """The key reference from the schema and conf/, the file table and the record's fields from
+    the record package."""
+    page, make = reference.PARTS[part]
+    text = page.read_text()
+    start, end = reference.span(text, part)
+    assert text[start:end].strip() == make(), "run: python -m neuralforge.reference"
 
 
 def test_every_schema_key_has_a_meaning():
@@ -214,3 +218,18 @@ def test_every_relative_link_in_the_docs_leads_to_a_file_and_heading_that_exist(
                 if anchor not in slugs:
                     broken.append(f"{path.relative_to(ROOT)}: {target}")
     assert not broken
+
+
+def test_the_design_pages_module_map_names_every_module_and_only_modules_that_exist():
+    page = (ROOT / "docs" / "design.md").read_text()
+    named = set(re.findall(r"^\| `([^`]+)` \|", page.split("## Modules")[1].split("\n## ")[0], flags=re.M))
+    assert all((ROOT / p).exists() for p in named), sorted(p for p in named if not (ROOT / p).exists())
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "neuralforge").rglob("*.py") if p.name != "__init__.py"}
+    assert modules <= named, sorted(modules - named)
+
+
+def test_the_design_pages_states_are_the_records():
+    from neuralforge.record.schema import State
+
+    life = (ROOT / "docs" / "design.md").read_text().split("## A run folder's life")[1].split("\n## ")[0]
+    assert set(re.findall(r"`(\w+)`", life)) >= {s.value for s in State}

@@ -7,6 +7,7 @@ tells configs apart, must stay the same on a relaunch, and may be searched.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,3 +83,25 @@ ADDED_LATER = {k: r.added_later_at for k, r in ROLES.items() if r.added_later_at
 
 def is_seed_key(key: str) -> bool:
     return key in SEED_KEYS
+
+
+def markdown() -> str:
+    """The key-role table of docs/design.md: one row per role, with the keys that have it."""
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    rows: dict[Role, list[str]] = {}
+    for k, r in {**ROLES, **CHOICES}.items():
+        rows.setdefault(r, []).append(f"`{k}`" + (" (a choice)" if k in CHOICES else ""))
+    lines = ["| keys | fingerprinted | in folder names | tells configs apart | may change on a relaunch | searchable |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r, names in rows.items():
+        if names[0].endswith("(a choice)"):
+            hashed = "not a key: what it chooses is"
+        elif r.added_later_at is not ... and r.fingerprinted:
+            hashed = f"only when not `{json.dumps(r.added_later_at)}` (added later)"
+        else:
+            hashed = yes(r.fingerprinted)
+        lines.append(f"| {', '.join(names)} | {hashed} | {yes(r.names_folder)} | {yes(r.tells_configs_apart)} | "
+                     f"{yes(r.may_change_on_relaunch)} | {yes(r.searchable)} |")
+    return "\n".join(lines)
