@@ -60,12 +60,22 @@ def describe(values, seed: int = 0, bounds: tuple[float, float] = (-math.inf, ma
     out["sem"] = stats.sem(x)
     out["ci_low"], out["ci_high"] = clip(*bootstrap((x,), np.mean, seed)[:2], bounds)
     out["std_low"], out["std_high"], out["std_se"] = bootstrap((x,), _std, seed)
-    if out["sem"] > 0:
-        out["t_low"], out["t_high"] = clip(*stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"]),
-                                           bounds)
-    else:
-        out["t_low"] = out["t_high"] = out["mean"]
+    out["t_low"], out["t_high"] = t_interval(x, bounds)
     return out
+
+
+def t_interval(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+    """The 95% CI of the mean by Student's t (Student 1908, "The Probable Error of a Mean",
+    Biometrika 6(1)): mean ± t_{n-1} SEM, inside `bounds`; NaN under two values, the mean itself
+    when they all tie."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    sem = stats.sem(x)
+    if not sem > 0:
+        return float(x.mean()), float(x.mean())
+    low, high = clip(*stats.t.interval(CONFIDENCE, len(x) - 1, loc=x.mean(), scale=sem), bounds)
+    return float(low), float(high)
 
 
 def support(metric: str) -> tuple[float, float]:
