@@ -16,6 +16,7 @@ from neuralforge.engine import train
 from neuralforge.record.atomic import write_text
 from neuralforge.record.errors import DiskFullError, DivergedError, LockedError, NeuralForgeError
 from neuralforge.record.files import HYDRA, REFUSED, RESULTS
+from neuralforge.trackers.live import Live
 
 log = logging.getLogger("neuralforge")
 TRAINED = (DivergedError, DiskFullError)  # errors of a run that trained: its log keeps them
@@ -33,9 +34,10 @@ def _one_line_errors(kind, err, tb):
         sys.__excepthook__(kind, err, tb)
 
 
-# What Hydra itself instantiates from the config: the sweep callback (the engine and the
-# Optuna sweeper pass their own whitelists).
-@hydra.main(config_path="conf", config_name="config", execution_whitelist=["neuralforge.sweeps.SweepCallback"])
+# What Hydra itself instantiates from the config: the sweep callback and the trackers' export at
+# the end (the engine and the Optuna sweeper pass their own whitelists).
+@hydra.main(config_path="conf", config_name="config", execution_whitelist=["neuralforge.sweeps.SweepCallback",
+                                                                         "analysis.export.ExportAtEnd"])
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     if hc.mode == RunMode.RUN:  # a sweep's hint is set by its callback, in the process a Ctrl-C stops
@@ -53,8 +55,10 @@ def main(cfg: DictConfig) -> float:
         if is_trial(cfg, hc.sweeper):
             listeners.append(Reporter.for_job(cfg, hc.sweeper))
     try:
-        return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel,
-                     listeners=listeners)
+        # the trackers (logger=), live: a missing package is refused here, before anything is written
+        with Live(cfg.logger, hc.runtime.output_dir, list(hc.overrides.task)) as live:
+            return train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), parallel_jobs=parallel,
+                         listeners=[*listeners, live])
     except NeuralForgeError as err:
         folder = Path(hc.runtime.output_dir)
         if not isinstance(err, TRAINED):

@@ -1,4 +1,5 @@
 """python -m analysis {summary,compare,variance,stability,problems,anatomy,race,report} FOLDER... [options]
+python -m analysis export {mlflow,tensorboard,wandb} FOLDER... [options]
 
 Tables print as markdown (accuracies in %, rounded); --csv writes the full-precision table.
 """
@@ -34,6 +35,7 @@ from analysis.report import NOTES, report
 from analysis.variance import variance
 from neuralforge.record.atomic import atomic_write
 from neuralforge.record.schema import COMPLETE
+from neuralforge.record.trackers import TRACKERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, "csv", None) and Path(args.csv).is_dir():  # before any table is printed
             raise AnalysisError(f"--csv {args.csv} is a folder: give a file, e.g. {Path(args.csv) / 'table.csv'}")
         df = collect(args.folders)
-        if args.command != "problems":
+        if args.command not in ("problems", "export"):  # an export writes whatever the records hold
             complete(df)
             # the anatomy counts repeats in their own condition: each condition's base run is one run
             _warn(df if args.command != "anatomy" else df[df["status"] != REPEAT], args.folders)
@@ -119,7 +121,35 @@ def parser() -> argparse.ArgumentParser:
         if name == "report":
             c.add_argument("-o", "--out", default="report", help="output folder (default: report)")
             c.add_argument("--study", help="the Optuna study to plot, when the storage holds several")
+    c = sub.add_parser("export", help=EXPORT, description=EXPORT)
+    c.set_defaults(run=_export)
+    c.add_argument("tracker", choices=TRACKERS, help="the tracker to write into")
+    c.add_argument("folders", nargs="+", metavar="FOLDER", help="sweep or run folders, searched recursively")
+    c.add_argument("--metric", default="test_acc", help=METRIC)
+    c.add_argument("--seed", type=_seed, default=0, help="seed of the bootstraps (default 0)")
+    for option, key, text in EXPORT_OPTIONS:
+        c.add_argument(option, dest=key, metavar="VALUE", help=text)
     return p
+
+
+EXPORT = "write the records into MLflow, TensorBoard or W&B, with each config's statistics (docs/trackers.md)"
+EXPORT_OPTIONS = [  # each the logger group's key of that name (conf/logger/), whose default it keeps
+    ("--tracking-uri", "tracking_uri",
+     "mlflow: the tracking URI (default sqlite:///mlflow.db beside the sweep folder)"),
+    ("--experiment", "experiment", "mlflow: the experiment (default neuralforge)"),
+    ("--logdir", "dir", "tensorboard: the log folder; wandb: where its runs go (default: beside the sweep folder)"),
+    ("--project", "project", "wandb: the project (default neuralforge)"),
+    ("--mode", "mode", "wandb: offline (default) or online"),
+]
+
+
+def _export(df: pd.DataFrame, args) -> int:
+    from analysis.export import export  # the tracker's client, imported by the command that uses it
+
+    node = {key: getattr(args, key) for _, key, _ in EXPORT_OPTIONS if getattr(args, key) is not None}
+    done = export(df, args.tracker, node, metric=args.metric, seed=args.seed)
+    print(f"exported {done['runs']} runs, {done['configs']} configs and {done['sweeps']} sweeps to {args.tracker}")
+    return 0
 
 
 def _summary(df: pd.DataFrame, args) -> int:

@@ -192,11 +192,22 @@ def _write(out: Path, df: pd.DataFrame, by: str | None, metric: str, seed: int,
     return written
 
 
+HEADLINE_PAIRS = 5  # the comparisons a headline names; compare.md holds them all
+
+
+def verdicts(pairs: pd.DataFrame, metric: str) -> list[str]:
+    """The headline's comparisons, one line each: the difference with its CI, P(a > b) and the verdict."""
+    points, scale = (" points", 100.0) if is_accuracy(metric) else ("", 1.0)
+    return [f"{row['a']} vs {row['b']}: {scale * row['diff']:+.2f}{points} "
+            f"(95% CI {scale * row['diff_low']:+.2f} to {scale * row['diff_high']:+.2f}), "
+            f"P(a > b) = {row['p_a_gt_b']:.2f}: {row['verdict']}" for _, row in pairs.head(HEADLINE_PAIRS).iterrows()]
+
+
 def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataFrame | None,
               metric: str) -> list[str]:
     """The numbers a reader wants first: each config's mean and spread, the best, and the
     comparisons' verdicts."""
-    unit, points, scale = ("%", " points", 100.0) if is_accuracy(metric) else ("", "", 1.0)
+    unit, scale = ("%", 100.0) if is_accuracy(metric) else ("", 1.0)
     name = plots.METRIC_NAMES.get(metric, metric)
     keys = [c for c in summary.columns if c not in ("n", *stats.describe([0.0]), "small_n")]
 
@@ -218,12 +229,9 @@ def _headline(summary: pd.DataFrame, floor: pd.DataFrame | None, pairs: pd.DataF
                 lines.append(f"- test-set sampling noise explains {100 * min(share, 1):.0f}% of the variance of "
                              f"test accuracy" + (f" in {label(row)}" if len(floor) > 1 else ""))
     if pairs is not None:
-        for _, row in pairs.head(5).iterrows():
-            lines.append(f"- {row['a']} vs {row['b']}: {scale * row['diff']:+.2f}{points} "
-                         f"(95% CI {scale * row['diff_low']:+.2f} to {scale * row['diff_high']:+.2f}), "
-                         f"P(a > b) = {row['p_a_gt_b']:.2f}: {row['verdict']}")
-        if len(pairs) > 5:
-            lines.append(f"- {len(pairs) - 5} more pairs in compare.md")
+        lines += [f"- {line}" for line in verdicts(pairs, metric)]
+        if len(pairs) > HEADLINE_PAIRS:
+            lines.append(f"- {len(pairs) - HEADLINE_PAIRS} more pairs in compare.md")
     return [*lines, ""]
 
 

@@ -61,12 +61,23 @@ def describe(values, seed: int = 0, bounds: tuple[float, float] = (-math.inf, ma
     low, high, _ = bootstrap((x,), np.mean, seed)
     out["ci_low"], out["ci_high"] = clip(low, high, bounds)
     out["std_low"], out["std_high"], out["std_se"] = bootstrap((x,), _std, seed)
-    if out["sem"] > 0:
-        low, high = stats.t.interval(CONFIDENCE, n - 1, loc=out["mean"], scale=out["sem"])
-        out["t_low"], out["t_high"] = clip(low, high, bounds)
-    else:
-        out["t_low"] = out["t_high"] = out["mean"]
+    out["t_low"], out["t_high"] = t_interval(x, bounds)
     return out
+
+
+def t_interval(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+    """The 95% CI of the mean by Student's t (Student 1908, "The Probable Error of a Mean",
+    Biometrika 6(1)): mean ± t_{n-1} SEM, inside `bounds`; NaN under two values, the mean itself
+    when they all tie."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    sem = stats.sem(x)
+    if not sem > 0:
+        return float(x.mean()), float(x.mean())
+    low, high = stats.t.interval(CONFIDENCE, len(x) - 1, loc=x.mean(), scale=sem)
+    low, high = clip(low, high, bounds)
+    return float(low), float(high)
 
 
 def support(metric: str) -> tuple[float, float]:

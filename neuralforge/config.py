@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -215,12 +215,47 @@ class SeedsConf:
 
 
 @dataclass
+class MLflowConf:
+    enabled: bool = key(False, "log to MLflow (logger=mlflow sets it); needs pip install -e '.[mlflow]'")
+    tracking_uri: str | None = key(None, "MLflow's tracking URI: sqlite:///<file>, http://host:port, ...; null: "
+                                         "sqlite:///<folder>/mlflow.db, <folder> the one holding the sweep folder "
+                                         "(or a single run's folder)")
+    experiment: str = key("neuralforge", "the MLflow experiment the runs go into")
+
+
+@dataclass
+class TensorBoardConf:
+    enabled: bool = key(False, "write TensorBoard event files (logger=tensorboard sets it); needs "
+                               "pip install -e '.[tensorboard]'")
+    dir: str | None = key(None, "the log folder (tensorboard --logdir); null: <folder>/tensorboard, <folder> the "
+                                "one holding the sweep folder (or a single run's folder)")
+
+
+@dataclass
+class WandbConf:
+    enabled: bool = key(False, "log to Weights & Biases (logger=wandb sets it); needs pip install -e '.[wandb]'")
+    project: str = key("neuralforge", "the W&B project")
+    mode: str = key("offline", "offline (files for wandb sync, no network) or online")
+    dir: str | None = key(None, "where wandb writes its runs (wandb/offline-run-*); null: <folder>, the one holding "
+                                "the sweep folder (or a single run's folder)")
+
+
+@dataclass
+class LoggerConf:
+    """Experiment trackers: none by default; logger=mlflow, or several: logger=[mlflow,tensorboard]."""
+    mlflow: MLflowConf = key(help="", factory=MLflowConf)
+    tensorboard: TensorBoardConf = key(help="", factory=TensorBoardConf)
+    wandb: WandbConf = key(help="", factory=WandbConf)
+
+
+@dataclass
 class Config:
     data: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
     seed: int = key(0, "the master seed: every seeds.* source follows it unless set")
     seeds: SeedsConf = field(default_factory=SeedsConf)
     n_seeds: int = key(1, "train seeds seed..seed+n_seeds-1 together in one process, each with its own folder")
@@ -254,6 +289,7 @@ SCHEMAS = [  # (config group, name in the ConfigStore, schema)
     ("scheduler", "cosine", CosineConf),
     ("scheduler", "one_cycle", OneCycleConf),
     ("trainer", "trainer", TrainerConf),
+    ("logger", "logger", LoggerConf),
 ]
 
 
@@ -288,7 +324,10 @@ def _unknown_keys(cfg: DictConfig) -> list[str]:
     """Keys that `+key=value` added past the schema: Hydra lets `+` append to any node."""
     sections: list[tuple[str, Any, type]] = [("", cfg, Config), ("data.", cfg.data, DataConf),
                                              ("data.augment.", cfg.data.augment, AugmentConf),
-                                             ("trainer.", cfg.trainer, TrainerConf), ("seeds.", cfg.seeds, SeedsConf)]
+                                             ("trainer.", cfg.trainer, TrainerConf), ("seeds.", cfg.seeds, SeedsConf),
+                                             ("logger.", cfg.logger, LoggerConf),
+                                             *((f"logger.{name}.", cfg.logger[name], conf)
+                                               for name, conf in get_type_hints(LoggerConf).items())]
     for group in ("model", "optimizer", "scheduler"):
         schema = schema_of(cfg[group])
         if schema is not None:

@@ -26,7 +26,7 @@ from neuralforge.record import schema as record_schema
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger")
 END = "<!-- end of generated part -->"
 
 

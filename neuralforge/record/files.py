@@ -28,6 +28,13 @@ OPTIMIZATION_RESULTS = "optimization_results.yaml"
 MULTIRUN = "multirun.yaml"
 # a report folder
 REPORT = "report.md"
+# beside a sweep's folder (or a single run's): where the experiment trackers write by default
+MLFLOW_DB = "mlflow.db"
+MLFLOW_LOCK = f"{MLFLOW_DB}.lock"
+MLFLOW_SERVER_LOCK = ".mlflow.lock"
+MLFLOW_ARTIFACTS = "mlartifacts"
+TENSORBOARD = "tensorboard"
+WANDB = "wandb"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ WHERE = {  # the table's sections, in order
     "member": "each member's folder of a group (`seed=<s>/`, or named by the source it varies)",
     "sweep": "a sweep's or search's folder",
     "report": "a report's folder (`python -m analysis report -o <folder>`)",
+    "tracker": "the folder that holds a sweep's folder (or a single run's): the trackers' default place "
+               "(`logger=`, `python -m analysis export`)",
 }
 
 TABLE: tuple[File, ...] = (
@@ -95,6 +104,12 @@ TABLE: tuple[File, ...] = (
     File("race.md", "report", "a race's rounds and standing"),
     File("race.csv", "report", "a race's standing: per config its seeds, mean, anytime-valid CI, status"),
     File("race.png", "report", "a race: each config's interval against seeds spent"),
+    File(MLFLOW_DB, "tracker", "MLflow's SQLite store (logger.mlflow.tracking_uri unset)"),
+    File(MLFLOW_LOCK, "tracker", "held while a process writes to that store: parallel jobs take turns"),
+    File(MLFLOW_SERVER_LOCK, "tracker", "held while a process finds or creates its runs on a tracking server"),
+    File(MLFLOW_ARTIFACTS, "tracker", "MLflow's artifacts: each sweep's compare.md and compare.csv"),
+    File(TENSORBOARD, "tracker", "TensorBoard's event files, sweep/config/seed (logger.tensorboard.dir unset)"),
+    File(WANDB, "tracker", "W&B's offline runs, for wandb sync (logger.wandb.dir unset)"),
 )
 REPORT_FILES = {f.name: f.holds for f in TABLE if f.where == "report"}
 

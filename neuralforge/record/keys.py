@@ -35,6 +35,9 @@ WHERE = Role(fingerprinted=False, names_folder=False, tells_configs_apart=False,
 # how fast or in how many processes a run computes: its last bits, not its recipe
 HOW = Role(tells_configs_apart=False, may_change_on_relaunch=True, searchable=False)
 SEED = Role(tells_configs_apart=False)
+# the logger group's keys (config.LoggerConf), each a way to name it on a command line
+LOGGER_KEYS = {"mlflow": ("enabled", "tracking_uri", "experiment"), "tensorboard": ("enabled", "dir"),
+               "wandb": ("enabled", "project", "mode", "dir")}
 
 ROLES: dict[str, Role] = {
     **{k: SEED for k in SEED_KEYS},
@@ -57,6 +60,9 @@ ROLES: dict[str, Role] = {
     "init_perturb": Role(tells_configs_apart=False, added_later_at=0),
     "data.augment.flip": Role(added_later_at=False),
     "data.num_classes": Role(added_later_at=None),
+    # where a run is shown (experiment trackers), not what it computes: a finished sweep relaunched
+    # with a logger trains nothing
+    **{k: WHERE for k in ("logger", *(f"logger.{t}.{f}" for t, fs in LOGGER_KEYS.items() for f in fs))},
     # what a search optimises, not what a run computes
     "objective": Role(tells_configs_apart=False, searchable=False, added_later_at="val_acc"),
 }
