@@ -222,7 +222,7 @@ def search(tmp_path, *overrides, launcher=None) -> Search:
     sweeper = sweeper_for(search_config(tmp_path, *overrides), launcher)
     plan = sweeper.check(sweeper.config, [])
     storage, study = sweeper.open_study(plan)
-    return Search(sweeper, plan, storage, study, tmp_path)
+    return Search(sweeper, plan, storage, study, tmp_path, sweeper.config, sweeper.launcher)
 
 
 SPACE = ["hydra.sweeper.params={optimizer.lr:'tag(log,interval(1e-4,1e-1))',"
@@ -302,13 +302,13 @@ def test_the_objective_is_read_from_the_jobs_records(tmp_path):
 
 def test_a_search_compares_resolved_settings_and_refuses_a_relaunch_with_others(tmp_path):
     for overrides in (["seed=0"], ["seed=0", "seeds.init=0", "threads=1"]):  # ${seed} spelt out: the same
-        search(tmp_path, "trainer.epochs=1", *overrides).sweeper.check_same_search(search(tmp_path).study,
-                                                                                  search(tmp_path).plan)
+        s = search(tmp_path, "trainer.epochs=1", *overrides)
+        s.sweeper.check_same_search(search(tmp_path).study, search(tmp_path).plan, s.config)
     for other, message in ((["seeds.init=1"], "seeds.init: 0 there, 1 here"),
                            (["trainer.epochs=3"], "searches another config (trainer.epochs: 1 there, 3 here)")):
         s = search(tmp_path, "trainer.epochs=1", *other) if other[0] != "trainer.epochs=3" else search(tmp_path, *other)
         with pytest.raises(ConfigError, match=re.escape(message)):
-            s.sweeper.check_same_search(s.study, s.plan)
+            s.sweeper.check_same_search(s.study, s.plan, s.config)
 
 
 @pytest.mark.parametrize("override, message", [
