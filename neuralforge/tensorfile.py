@@ -59,6 +59,9 @@ def _load(path: Path) -> dict[str, object]:
     if not path.is_file():
         raise DataError(f"data.path={path}: no such file (give a .npz or .pt file holding {', '.join(KEYS)})")
     if path.suffix == ".npz":
+        if not zipfile.is_zipfile(path):  # numpy would take it for a pickle, and say so misleadingly
+            raise DataError(f"data.path={path} is not a valid .npz file (not the zip archive numpy.savez writes): "
+                            f"write it with numpy.savez(path, train_x=..., train_y=..., test_x=..., test_y=...)")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}

@@ -119,9 +119,11 @@ class Payload:
     """Anything that is not a tensor or a primitive: unpickling it would run this module's code."""
 
 
-def test_a_pt_file_holding_pickled_code_or_a_missing_file_is_refused_in_one_line(make_cfg, tmp_path):
+def test_a_pt_file_holding_pickled_code_a_garbage_npz_or_a_missing_file_is_refused_in_one_line(make_cfg, tmp_path):
     torch.save({"train_x": Payload()}, tmp_path / "code.pt")
-    for path, message in ((tmp_path / "code.pt", "holds more than tensors"), (tmp_path / "none.npz", "no such file")):
+    (tmp_path / "garbage.npz").write_bytes(b"\x80\x04 not an archive" * 10)
+    for path, message in ((tmp_path / "code.pt", "holds more than tensors"), (tmp_path / "none.npz", "no such file"),
+                          (tmp_path / "garbage.npz", r"is not a valid \.npz file \(not the zip archive")):
         with pytest.raises(DataError, match=message) as err:
             train(make_cfg("data=tensors", f"data.path={path}"), tmp_path / "run")
         assert "\n" not in str(err.value)
